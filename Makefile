@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make test` and `make book`.
+# Each creates .venv when missing and installs what it needs from PyPI.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+
+.PHONY: test book bench clean help
+
+help:
+	@echo "make test   - create .venv, install int4ref[test], run the whole test suite"
+	@echo "make book   - create .venv, install int4ref[book], build the site into _build/html"
+	@echo "make bench  - run the CPU benchmark (python -m int4ref.bench cpu)"
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@touch $@
+
+$(VENV)/.test-deps: $(VENV)/.created pyproject.toml
+	$(PIP) install -q -e ".[test]"
+	@touch $@
+
+$(VENV)/.book-deps: $(VENV)/.created pyproject.toml
+	$(PIP) install -q -e ".[book]"
+	@touch $@
+
+test: $(VENV)/.test-deps
+	$(PY) -m pytest -q
+
+book: $(VENV)/.book-deps
+	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going
+
+bench: $(VENV)/.test-deps
+	$(PY) -m int4ref.bench cpu
+
+clean:
+	rm -rf _build .pytest_cache .hypothesis

@@ -5,11 +5,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: test book bench clean help
+.PHONY: test book notebooks bench clean help
 
 help:
 	@echo "make test   - create .venv, install int4ref[test], run the whole test suite"
 	@echo "make book   - create .venv, install int4ref[book], build the site into _build/html"
+	@echo "make notebooks - regenerate notebooks/*.ipynb (Binder/Colab) from book/*.md"
 	@echo "make bench  - run the CPU benchmark (python -m int4ref.bench cpu)"
 
 $(VENV)/.created:
@@ -30,6 +31,11 @@ test: $(VENV)/.test-deps
 
 book: $(VENV)/.book-deps
 	$(VENV)/bin/jupyter-book build . --builder html -W --keep-going
+
+# notebooks/*.ipynb are generated from the MyST chapters in book/ (what Binder and Colab
+# open); tests/test_notebooks_sync.py fails when they are out of date.
+notebooks: $(VENV)/.book-deps
+	$(PY) tools/sync_notebooks.py
 
 bench: $(VENV)/.test-deps
 	$(PY) -m int4ref.bench cpu

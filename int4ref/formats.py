@@ -1,0 +1,193 @@
+"""The 4-bit formats: how one group of values becomes 16 possible codes and back.
+
+Every format here works on a 2-D float32 array ``groups`` of shape ``(n_groups,
+group_size)`` (one row per group) and returns integer codes of the same shape plus one
+scale (and, for ``int4_asym``, one zero-point) per group. :mod:`int4ref.quant` cuts a
+tensor into groups and calls these.
+
+=============  =======================================  ===================================
+name           code -> value                            scale per group
+=============  =======================================  ===================================
+``int4_sym``   ``(q - 8) * s``, q in 1..15 (0 unused)   ``s = absmax / 7``
+``int4_q4_0``  ``(q - 8) * d``, q in 0..15              ``d = m / -8``, m = signed value of
+                                                        largest magnitude (GGUF's Q4_0 rule)
+``int4_asym``  ``(q - z) * s``, q in 0..15              ``s = (max - min) / 15`` over a range
+                                                        that includes 0; ``z = round(-min/s)``
+``nf4``        ``NF4[q] * absmax``                      ``absmax``
+``fp4_bnb``    ``FP4_BNB[q] * absmax``                  ``absmax``
+``fp4_e2m1``   ``FP4_E2M1[q] * absmax``                 ``absmax``
+``lloyd_max``  ``LLOYD_MAX[q] * absmax``                ``absmax``
+=============  =======================================  ===================================
+
+Table formats scale a group by multiplying with ``1 / max(absmax, 1e-38)`` (float32),
+exactly as bitsandbytes does for its full blocks; a group whose absmax is below 1e-38 (only
+float32 subnormals) therefore quantizes to zero, an absolute error under 1e-38. Rounding rules: ``int4_sym`` and ``int4_asym`` round half to even (``np.rint``, as
+GPTQ's reference code does with ``torch.round``); ``int4_q4_0`` computes ``trunc(x/d +
+8.5)`` like GGUF (half away from the low end); table formats pick the nearest table
+value, and a value exactly half-way between two goes to the LOWER one (bitsandbytes'
+rule); ``fp4_e2m1`` is sign-magnitude: the magnitude rounds (ties toward zero) and the
+sign bit is the input's. Codes are computed against the scale as stored (after rounding to
+``scale_dtype``), so that dequantization uses the scale the codes were chosen for.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import codebooks
+
+f32 = np.float32
+
+
+@dataclass(frozen=True)
+class Format:
+    """A 4-bit format. ``table`` (float32, 16 values in code order) is set for table formats."""
+
+    name: str
+    kind: str  # "table", "int_sym", "int_q4_0" or "int_asym"
+    description: str
+    table: np.ndarray | None = None
+    has_zero_point: bool = False
+    sign_magnitude: bool = False  # table formats: bit 3 is the sign of the value
+    _order: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _midpoints: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.table is not None:
+            order = np.argsort(self.table, kind="stable")  # equal values keep code order (+-0)
+            sorted_values = self.table[order]
+            object.__setattr__(self, "_order", order.astype(np.uint8))
+            object.__setattr__(self, "_midpoints", ((sorted_values[:-1] + sorted_values[1:]) / f32(2)).astype(f32))
+
+    def levels(self) -> np.ndarray:
+        """The 16 representable values of a group whose scale (or absmax) is 1, in code order.
+
+        For ``int4_sym`` code 0 would be -8/7, outside [-1, 1]; it is never produced and is
+        returned as NaN. ``int4_q4_0`` is shown for a group whose largest-magnitude value
+        is -1 (d = 1/8). ``int4_asym`` is shown for the range [-1, 1] (z = 8, rounded from 7.5).
+        """
+        if self.table is not None:
+            return self.table.copy()
+        q = np.arange(16, dtype=f32)
+        if self.kind == "int_sym":
+            lv = (q - 8) / f32(7)
+            lv[0] = np.nan
+            return lv
+        if self.kind == "int_q4_0":
+            return (q - 8) / f32(8)
+        return (q - 8) * f32(2 / 15)
+
+    def nearest(self, normalized: np.ndarray) -> np.ndarray:
+        """Table formats: index of the nearest table value (ties to the lower value).
+
+        A sign-magnitude format rounds the magnitude (ties toward zero) and keeps the sign
+        bit of the input, so -0.0 and tiny negatives get the negative-zero code.
+        """
+        if self.table is None:
+            raise TypeError(f"{self.name} is not a table format")
+        if self.sign_magnitude:
+            mags = self.table[:8]
+            idx = np.searchsorted((mags[:-1] + mags[1:]) / f32(2), np.abs(normalized), side="left")
+            return (idx | (np.signbit(normalized) << 3)).astype(np.uint8)
+        return self._order[np.searchsorted(self._midpoints, normalized, side="left")]
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in [
+        Format("int4_sym", "int_sym", "symmetric INT4, scale = absmax/7, 15 levels (code 0 unused)"),
+        Format("int4_q4_0", "int_q4_0", "symmetric INT4 with GGUF Q4_0's rule d = max/-8, all 16 levels"),
+        Format("int4_asym", "int_asym", "asymmetric INT4, min-max scale and integer zero-point", has_zero_point=True),
+        Format("nf4", "table", "NormalFloat4, bitsandbytes' table (QLoRA)", table=codebooks.NF4),
+        Format("fp4_bnb", "table", "bitsandbytes' FP4 (its own encoding, not OCP E2M1)", table=codebooks.FP4_BNB),
+        Format("fp4_e2m1", "table", "OCP MX FP4 E2M1 values scaled by absmax/6", table=codebooks.FP4_E2M1,
+               sign_magnitude=True),
+        Format("lloyd_max", "table", "16-level Lloyd-Max quantizer of N(0,1), scaled to [-1, 1]",
+               table=codebooks.lloyd_max_table()),
+    ]
+}  # fmt: skip
+
+
+def get_format(name) -> Format:
+    if isinstance(name, Format):
+        return name
+    try:
+        return FORMATS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown format {name!r}; expected one of: {', '.join(FORMATS)}") from None
+
+
+def _safe_divide(x: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """x / s per row, with 0 where s == 0 (an all-zero group), and no warnings."""
+    out = np.zeros_like(x)
+    np.divide(x, s[:, None], out=out, where=s[:, None] != 0)
+    return out
+
+
+def quantize_groups(groups: np.ndarray, fmt: Format, scale_dtype=np.float32):
+    """Quantize each row of ``groups`` (float32, shape (n_groups, group_size)).
+
+    Returns ``(codes uint8 (n_groups, group_size), scales scale_dtype (n_groups,),
+    zeros uint8 (n_groups,) or None)``. Raises ValueError when a scale does not fit
+    ``scale_dtype`` (overflow to inf, or a nonzero scale that underflows to 0).
+    """
+    if fmt.kind == "int_asym":
+        lo = np.minimum(groups.min(axis=1), 0)  # the range must contain 0 so that 0 is exact
+        hi = np.maximum(groups.max(axis=1), 0)
+        scales = _store(((hi - lo) / f32(15)).astype(f32), scale_dtype)
+        s = scales.astype(f32)
+        zeros = np.clip(np.rint(_safe_divide(-lo[:, None], s)[:, 0]), 0, 15).astype(np.uint8)
+        q = np.rint(_safe_divide(groups, s)) + zeros[:, None]
+        return np.clip(q, 0, 15).astype(np.uint8), scales, zeros
+    if fmt.kind == "int_q4_0":
+        rows = np.arange(groups.shape[0])
+        signed_max = groups[rows, np.argmax(np.abs(groups), axis=1)]
+        scales = _store((signed_max / f32(-8)).astype(f32), scale_dtype)
+        q = np.trunc(_safe_divide(groups, scales.astype(f32)) + f32(8.5))
+        return np.clip(q, 0, 15).astype(np.uint8), scales, None
+    absmax = np.abs(groups).max(axis=1)
+    if fmt.kind == "int_sym":
+        scales = _store((absmax / f32(7)).astype(f32), scale_dtype)
+        q = np.rint(_safe_divide(groups, scales.astype(f32)))
+        return (np.clip(q, -7, 7) + 8).astype(np.uint8), scales, None
+    scales = _store(absmax, scale_dtype)  # table formats
+    # multiply by the reciprocal, clamped like bitsandbytes, so that full groups give its codes
+    inv = f32(1) / np.maximum(scales.astype(f32), f32(1e-38))
+    normalized = np.clip(groups * inv[:, None], -1, 1)
+    return fmt.nearest(normalized), scales, None
+
+
+def dequantize_groups(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, fmt: Format) -> np.ndarray:
+    """Inverse of :func:`quantize_groups`: float32 array of ``codes``' shape."""
+    s = scales.astype(f32)[:, None]
+    if fmt.kind == "table":
+        return fmt.table[codes] * s
+    if fmt.kind == "int_asym":
+        return (codes.astype(f32) - zeros.astype(f32)[:, None]) * s
+    return (codes.astype(f32) - f32(8)) * s
+
+
+def _store(scales: np.ndarray, scale_dtype) -> np.ndarray:
+    dtype = np.dtype(scale_dtype)
+    if dtype == np.float32:
+        return scales
+    if dtype != np.float16:
+        raise TypeError(f"scale_dtype must be float32 or float16, got {dtype}")
+    finfo = np.finfo(np.float16)
+    too_big = np.abs(scales) > finfo.max
+    if too_big.any():
+        g = int(np.flatnonzero(too_big)[0])
+        raise ValueError(
+            f"scale {float(scales[g]):.6g} of group {g} overflows float16 (max {float(finfo.max)}); "
+            f"use scale_dtype=np.float32 or rescale the tensor"
+        )
+    stored = scales.astype(np.float16)
+    lost = (stored == 0) & (scales != 0)
+    if lost.any():
+        g = int(np.flatnonzero(lost)[0])
+        raise ValueError(
+            f"scale {float(scales[g]):.3g} of group {g} underflows to 0 in float16 (smallest subnormal "
+            f"{float(finfo.smallest_subnormal):.3g}); use scale_dtype=np.float32"
+        )
+    return stored

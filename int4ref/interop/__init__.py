@@ -1,1 +1,1 @@
-"""Bridges between int4ref and other libraries' 4-bit formats (GGUF / ggml)."""
+"""Byte-exact bridges between int4ref and real libraries: bitsandbytes (4-bit NF4/FP4) and GGUF (Q4_0, Q4_1, IQ4_NL)."""

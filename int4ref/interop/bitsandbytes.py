@@ -27,15 +27,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import codebooks
+from .. import _fast, codebooks
 from .._checks import as_float_array, check_packed
 from ..formats import get_format
 from ..packing import pack_nibbles, unpack_nibbles
-from ..quant import QuantizedTensor, ScaleState, double_quantize
+from ..quant import QuantizedTensor, ScaleState, double_quantize, map_rows
 
 f32 = np.float32
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 _FORMAT = {"nf4": "nf4", "fp4": "fp4_bnb"}
+_MAGNITUDE = {2: np.uint16(0x7FFF), 4: np.uint32(0x7FFFFFFF)}
 
 
 @dataclass
@@ -89,21 +90,36 @@ def quantize_4bit(A, blocksize: int = 64, quant_type: str = "nf4", compress_stat
     _check_args(blocksize, quant_type)
     arr = as_float_array(A, "A", allowed=(np.float16, np.float32))
     fmt = get_format(_FORMAT[quant_type])
-    flat = arr.reshape(-1).astype(f32)
+    flat = arr.reshape(-1)
     n = flat.size
-    full = n - n % blocksize
+    n_full = n // blocksize
+    absmax = np.empty(-(-n // blocksize), dtype=f32)
+    packed = np.empty((n + 1) // 2, dtype=np.uint8)
 
-    blocks = flat[:full].reshape(-1, blocksize)
-    absmax = np.abs(blocks).max(axis=1) if full else np.zeros(0, f32)
-    inv = f32(1) / np.maximum(absmax, f32(1e-38))
-    scaled = [np.clip(blocks * inv[:, None], -1, 1).reshape(-1)]
-    if full < n:
-        tail_absmax = max(np.abs(flat[full:]).max(), f32(1e-38))
-        absmax = np.append(absmax, f32(tail_absmax))
-        scaled.append(np.clip(flat[full:] / f32(tail_absmax), -1, 1))
-    codes = fmt.nearest(np.concatenate(scaled))
-    packed = pack_nibbles(np.append(codes, fmt.nearest(np.zeros(1, f32))) if n % 2 else codes)
-    state = QuantState(absmax.astype(f32), tuple(arr.shape), arr.dtype, blocksize, quant_type, fmt.table.copy())
+    def full_blocks(rows: slice) -> None:  # steps 2-4 on whole blocks, a cache-sized slice at a time
+        blocks = flat[rows.start * blocksize : rows.stop * blocksize].reshape(-1, blocksize)
+        # absmax from the bit patterns: clearing the sign bit orders finite floats like |x|
+        amax = (blocks.view(np.uint16 if blocks.dtype == np.float16 else np.uint32) & _MAGNITUDE[blocks.dtype.itemsize]
+                ).max(axis=1).view(blocks.dtype).astype(f32)
+        scaled = np.multiply(blocks, (f32(1) / np.maximum(amax, f32(1e-38)))[:, None], dtype=f32)
+        # No clamp needed here: |x * (1/absmax)| <= 1 + 2**-23, which lies in the same 16-bit
+        # bucket as +-1 (see int4ref._fast), so the codes equal those of the clamped values.
+        codes = _fast.nearest(fmt, scaled)
+        absmax[rows] = amax
+        pairs = codes.view(np.uint16)  # element 2k in the low byte, 2k+1 in the high byte
+        packed[rows.start * blocksize // 2 : rows.stop * blocksize // 2] = (
+            (pairs << 4) | (pairs >> 8)
+        ).astype(np.uint8).reshape(-1)
+
+    map_rows(full_blocks, n_full, blocksize)
+    if n_full * blocksize < n:  # the partial last block: divided, not multiplied
+        tail = flat[n_full * blocksize :].astype(f32)
+        absmax[-1] = max(np.abs(tail).max(), f32(1e-38))
+        codes = fmt.nearest(np.clip(tail / absmax[-1], -1, 1))
+        if n % 2:
+            codes = np.append(codes, fmt.nearest(np.zeros(1, f32)))
+        packed[n_full * blocksize // 2 :] = pack_nibbles(codes)
+    state = QuantState(absmax, tuple(arr.shape), arr.dtype, blocksize, quant_type, fmt.table.copy())
     if compress_statistics:
         state = _compress(state, torch_cpu or True)
     return packed.reshape(-1, 1), state
@@ -148,8 +164,21 @@ def dequantize_4bit(packed, state: QuantState) -> np.ndarray:
     if absmax.shape != (n_blocks,):
         raise ValueError(f"state has {absmax.size} absmax values; {n} values in blocks of {state.blocksize} need {n_blocks}")
     table = get_format(_FORMAT[state.quant_type]).table
-    values = table[codes] * np.repeat(absmax, state.blocksize)[:n]
-    return values.astype(state.dtype).reshape(state.shape)
+    packed = np.asarray(packed).reshape(-1)
+    out = np.empty(2 * packed.size, dtype=f32)
+    bs = state.blocksize
+
+    def blocks(rows: slice) -> None:  # decode a slice of whole blocks and scale it in cache
+        lo, hi = rows.start * bs, min(rows.stop * bs, out.size)
+        chunk = out[lo:hi]
+        _fast.decode_pairs(packed[lo // 2 : hi // 2], table, chunk)
+        full = (hi - lo) // bs
+        chunk[: full * bs].reshape(full, bs)[:] *= absmax[rows.start : rows.start + full, None]
+        if full * bs < hi - lo:
+            chunk[full * bs :] *= absmax[rows.start + full]
+
+    map_rows(blocks, n_blocks, bs)
+    return out[:n].astype(state.dtype, copy=False).reshape(state.shape)
 
 
 def to_quantized_tensor(packed, state: QuantState) -> QuantizedTensor:

@@ -1,0 +1,213 @@
+"""Benchmarks: ``python -m int4ref.bench cpu [--size 4096] [--repeats 7] [--json PATH]``.
+
+Every figure is a ratio against a peer library measured in the same process, on the same
+data, with the runs of the two interleaved (ours, peer, ours, peer, ...) so that a
+change in machine load hits both; the table reports medians. Peers: the ``gguf``
+package's numpy quantizers for Q4_0 / Q4_1 / IQ4_NL, and bitsandbytes' CPU backend for
+NF4 (its rows are skipped, with the reason, when bitsandbytes or torch is missing).
+
+Goals (issue 2): Q4_0 and Q4_1 quantize and dequantize at most 0.5x gguf's time; NF4
+blocksize 64 quantize at most 0.25x bitsandbytes', dequantize at most 1.0x.
+
+``--json PATH`` writes the table with the device, library versions, commit and date, for
+the book to render.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Row:
+    name: str
+    ours_ms: float | None
+    peer: str
+    peer_ms: float | None
+    goal: float | None  # maximum ratio ours / peer
+    skipped: str | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ours_ms is None or self.peer_ms is None:
+            return None
+        return self.ours_ms / self.peer_ms
+
+    @property
+    def meets_goal(self) -> bool | None:
+        return None if self.goal is None or self.ratio is None else self.ratio <= self.goal
+
+
+def _interleaved(ours, peer, repeats: int) -> tuple[float, float]:
+    ours(), peer()  # warm-up (table builds, thread pool start, allocator)
+    a, b = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ours()
+        t1 = time.perf_counter()
+        peer()
+        t2 = time.perf_counter()
+        a.append(t1 - t0)
+        b.append(t2 - t1)
+    return float(np.median(a) * 1e3), float(np.median(b) * 1e3)
+
+
+def gguf_rows(x: np.ndarray, repeats: int) -> list[Row]:
+    from .interop import gguf as ours
+
+    try:
+        import gguf
+        from gguf import quants
+    except ImportError as exc:
+        return [Row(f"{t} {op}", None, "gguf (numpy)", None, None, f"gguf not installed ({exc})")
+                for t in ("Q4_0", "Q4_1") for op in ("quantize", "dequantize")]
+    rows = []
+    version = getattr(gguf, "__version__", None) or _dist_version("gguf")
+    peer = f"gguf {version} (numpy)"
+    for type_name, goal in (("Q4_0", 0.5), ("Q4_1", 0.5), ("IQ4_NL", None)):
+        qtype = gguf.GGMLQuantizationType[type_name]
+        try:
+            data = quants.quantize(x, qtype)
+        except NotImplementedError:  # gguf-py has no IQ4_NL quantizer (dequantize only)
+            data = ours.quantize(x, type_name)
+            rows.append(Row(f"{type_name} quantize", None, peer, None, goal, f"{peer} has no {type_name} quantizer"))
+        else:
+            q_ours, q_peer = _interleaved(lambda: ours.quantize(x, type_name), lambda: quants.quantize(x, qtype),
+                                          repeats)
+            rows.append(Row(f"{type_name} quantize", q_ours, peer, q_peer, goal))
+        d_ours, d_peer = _interleaved(lambda: ours.dequantize(data, type_name),
+                                      lambda: quants.dequantize(data, qtype), repeats)
+        rows.append(Row(f"{type_name} dequantize", d_ours, peer, d_peer, goal))
+    return rows
+
+
+def bnb_rows(x: np.ndarray, repeats: int) -> list[Row]:
+    from .interop import bitsandbytes as ours
+
+    names = ["NF4 blocksize 64 quantize", "NF4 blocksize 64 dequantize"]
+    try:
+        import bitsandbytes
+        import bitsandbytes.functional as F
+        import torch
+    except Exception as exc:  # ImportError, or bitsandbytes failing to load its library
+        reason = f"bitsandbytes/torch not available ({type(exc).__name__}: {exc}); install int4ref[peers]"
+        return [Row(n, None, "bitsandbytes (CPU)", None, g, reason) for n, g in zip(names, (0.25, 1.0))]
+    peer = f"bitsandbytes {bitsandbytes.__version__} (CPU, torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    xt = torch.from_numpy(x)
+    p, s = F.quantize_4bit(xt, blocksize=64, quant_type="nf4")
+    packed, state = ours.quantize_4bit(x, 64, "nf4")
+    q_ours, q_peer = _interleaved(lambda: ours.quantize_4bit(x, 64, "nf4"),
+                                  lambda: F.quantize_4bit(xt, blocksize=64, quant_type="nf4"), repeats)
+    d_ours, d_peer = _interleaved(lambda: ours.dequantize_4bit(packed, state), lambda: F.dequantize_4bit(p, s), repeats)
+    return [Row(names[0], q_ours, peer, q_peer, 0.25), Row(names[1], d_ours, peer, d_peer, 1.0)]
+
+
+def core_rows(x: np.ndarray, repeats: int) -> list[Row]:
+    """int4ref's own generic path, for scale (no peer)."""
+    from . import dequantize, quantize
+
+    rows = []
+    for fmt in ("nf4", "int4_sym", "int4_asym"):
+        qt = quantize(x, fmt, group_size=64)
+        tq, td = _interleaved(lambda: quantize(x, fmt, group_size=64), lambda: dequantize(qt), repeats)
+        rows.append(Row(f"int4ref.quantize {fmt} g64", tq, "-", None, None))
+        rows.append(Row(f"int4ref.dequantize {fmt} g64", td, "-", None, None))
+    return rows
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return None
+
+
+def machine() -> dict:
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": model, "cores": cores, "platform": platform.platform(), "python": platform.python_version(),
+            "numpy": np.__version__}
+
+
+def commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except Exception:
+        return None
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = [f"{'operation':32s} {'int4ref ms':>11s} {'peer ms':>9s} {'ratio':>7s} {'goal':>6s}  peer / note"]
+    for r in rows:
+        if r.skipped:
+            lines.append(f"{r.name:32s} {'-':>11s} {'-':>9s} {'-':>7s} {'':>6s}  skipped: {r.skipped}")
+            continue
+        peer_ms = f"{r.peer_ms:9.1f}" if r.peer_ms is not None else f"{'-':>9s}"
+        ratio = f"{r.ratio:6.2f}x" if r.ratio is not None else f"{'-':>7s}"
+        goal = f"<={r.goal:.2f}" if r.goal is not None else ""
+        mark = {True: "  ok", False: "  MISSED", None: ""}[r.meets_goal]
+        lines.append(f"{r.name:32s} {r.ours_ms:11.1f} {peer_ms} {ratio} {goal:>6s}{mark}  {r.peer}")
+    return "\n".join(lines)
+
+
+def run_cpu(size: int, repeats: int) -> dict:
+    x = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+    rows = gguf_rows(x, repeats) + bnb_rows(x, repeats) + core_rows(x, repeats)
+    return {
+        "benchmark": "cpu",
+        "shape": [size, size],
+        "dtype": "float32",
+        "repeats": repeats,
+        "machine": machine(),
+        "commit": commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "rows": [asdict(r) | {"ratio": r.ratio, "meets_goal": r.meets_goal} for r in rows],
+        "table": format_table(rows),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m int4ref.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="which", required=True)
+    cpu = sub.add_parser("cpu", help="numpy paths against gguf and bitsandbytes (CPU)")
+    cpu.add_argument("--size", type=int, default=4096, help="matrix side (default 4096)")
+    cpu.add_argument("--repeats", type=int, default=7)
+    cpu.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    result = run_cpu(args.size, args.repeats)
+    m = result["machine"]
+    print(f"{args.size}x{args.size} float32 on {m['cpu']} ({m['cores']} cores), commit {result['commit']}")
+    print(result["table"])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -125,8 +125,11 @@ def _safe_divide(x: np.ndarray, s: np.ndarray) -> np.ndarray:
     return out
 
 
-def quantize_groups(groups: np.ndarray, fmt: Format, scale_dtype=np.float32):
+def quantize_groups(groups: np.ndarray, fmt: Format, scale_dtype=np.float32, nearest=None):
     """Quantize each row of ``groups`` (float32, shape (n_groups, group_size)).
+
+    ``nearest(fmt, normalized)`` may replace ``fmt.nearest`` for table formats (int4ref
+    passes the equal but faster lookup of :mod:`int4ref._fast`).
 
     Returns ``(codes uint8 (n_groups, group_size), scales scale_dtype (n_groups,),
     zeros uint8 (n_groups,) or None)``. Raises ValueError when a scale does not fit
@@ -155,7 +158,8 @@ def quantize_groups(groups: np.ndarray, fmt: Format, scale_dtype=np.float32):
     # multiply by the reciprocal, clamped like bitsandbytes, so that full groups give its codes
     inv = f32(1) / np.maximum(scales.astype(f32), f32(1e-38))
     normalized = np.clip(groups * inv[:, None], -1, 1)
-    return fmt.nearest(normalized), scales, None
+    codes = fmt.nearest(normalized) if nearest is None else nearest(fmt, normalized)
+    return codes, scales, None
 
 
 def dequantize_groups(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, fmt: Format) -> np.ndarray:

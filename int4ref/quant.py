@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _torchmath, codebooks
+from . import _fast, _torchmath, codebooks
 from ._checks import as_float_array, check_codes, check_positive_int
 from .formats import Format, dequantize_groups, get_format, quantize_groups
 
@@ -207,7 +207,7 @@ def quantize(x, format="nf4", group_size=64, scale_dtype=np.float32, double_quan
         raise TypeError(f"scale_dtype must be float32 or float16, got {scales.dtype}")
 
     def work(rows: slice) -> None:
-        c, s, z = quantize_groups(groups[rows], fmt, scales.dtype)
+        c, s, z = quantize_groups(groups[rows], fmt, scales.dtype, nearest=_fast.nearest)
         codes[rows], scales[rows] = c, s
         if zeros is not None:
             zeros[rows] = z

@@ -44,3 +44,14 @@ def test_bench_runs_small(tmp_path, capsys):
     for row in result["rows"]:
         assert row["skipped"] or row["ours_ms"] > 0
     assert "int4ref ms" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fmt", TABLE_FORMATS, ids=lambda f: f.name)
+def test_quantize_groups_same_codes_with_either_lookup(fmt):
+    from int4ref.formats import quantize_groups
+
+    groups = np.random.default_rng(1).standard_normal((500, 64)).astype(f32)
+    groups[3] = 0
+    clear = quantize_groups(groups, fmt)
+    fast = quantize_groups(groups, fmt, nearest=_fast.nearest)
+    assert np.array_equal(clear[0], fast[0]) and np.array_equal(clear[1], fast[1])

@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 .PHONY: test book notebooks bench clean help
 
 help:
-	@echo "make test   - create .venv, install int4ref[test], run the whole test suite"
+	@echo "make test   - create .venv, install int4ref[test,book,site], run the whole test suite"
 	@echo "make book   - create .venv, install int4ref[book], build the site into _build/html"
 	@echo "make notebooks - regenerate notebooks/*.ipynb (Binder/Colab) from book/*.md"
 	@echo "make bench  - run the CPU benchmark (python -m int4ref.bench cpu)"
@@ -18,8 +18,10 @@ $(VENV)/.created:
 	$(PIP) install -q --upgrade pip
 	@touch $@
 
+# The suite builds the book and drives it in chromium (tests/test_site.py), so the test
+# environment has the book's and the site test's extras too.
 $(VENV)/.test-deps: $(VENV)/.created pyproject.toml
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,book,site]"
 	@touch $@
 
 $(VENV)/.book-deps: $(VENV)/.created pyproject.toml

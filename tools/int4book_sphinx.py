@@ -13,6 +13,8 @@ site shipping a dead link.
 """
 from __future__ import annotations
 
+import importlib.util
+import shutil
 from pathlib import Path, PurePosixPath
 
 from sphinx.util import logging
@@ -51,7 +53,60 @@ def retarget_launch_buttons(app, pagename, templatename, context, doctree):
                                button.get("text"), url, notebook, location=pagename)
 
 
+# MathJax. Sphinx loads MathJax 3 from a CDN by default; the book ships its own copy (from
+# the django-static-mathjax package on PyPI, MathJax 3.2.2, no dependencies) so that the
+# site renders math offline, and its browser test can check that it does.
+MATHJAX_PARTS = ["tex-mml-chtml.js", "input", "output/chtml", "ui", "a11y", "adaptors"]
+
+
+def _mathjax_source() -> Path | None:
+    spec = importlib.util.find_spec("mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    es5 = Path(list(spec.submodule_search_locations)[0]) / "static" / "mathjax" / "es5"
+    return es5 if (es5 / "tex-mml-chtml.js").is_file() else None
+
+
+def use_local_mathjax(app, config):
+    if _mathjax_source() is None:
+        logger.warning("django-static-mathjax is not installed: math would load MathJax from a CDN; "
+                       "install the book extras (pip install -e '.[book]')")
+        return
+    config.mathjax_path = "mathjax/tex-mml-chtml.js"  # relative to _static
+
+
+def copy_mathjax(app, exception):
+    source = _mathjax_source()
+    if exception is not None or source is None or app.builder.format != "html":
+        return
+    target = Path(app.outdir) / "_static" / "mathjax"
+    for part in MATHJAX_PARTS:
+        src, dst = source / part, target / part
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+def drop_thebe_scripts(app, pagename, templatename, context, doctree):
+    """The book has no Thebe (launch_buttons.thebe is false), but sphinx-thebe still adds its
+    config script, and adds it twice, which is a JavaScript error on every page
+    ("Identifier 'THEBE_JS_URL' has already been declared"). Leave its scripts out."""
+    def is_thebe(asset) -> bool:
+        name = getattr(asset, "filename", asset) or ""
+        body = getattr(asset, "attributes", {}).get("body", "")
+        return "thebe" in str(name) or "THEBE_JS_URL" in body
+
+    for key in ("script_files", "css_files"):
+        if key in context:
+            context[key] = [a for a in context[key] if not is_thebe(a)]
+
+
 def setup(app):
+    app.connect("html-page-context", drop_thebe_scripts)
+    app.connect("config-inited", use_local_mathjax)
+    app.connect("build-finished", copy_mathjax)
     # sphinx-book-theme adds the launch buttons at priority 501; run after it.
     app.connect("html-page-context", retarget_launch_buttons, priority=600)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

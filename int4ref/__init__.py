@@ -6,7 +6,7 @@ calibration activations and return the same :class:`QuantizedTensor`. Byte-exact
 with real libraries lives in :mod:`int4ref.interop.bitsandbytes` and
 :mod:`int4ref.interop.gguf`.
 """
-from . import awq, codebooks, gptq, metrics, packing
+from . import awq, codebooks, gptq, interop, metrics, packing
 from .awq import AWQResult, awq_dequantize, awq_quantize
 from .formats import FORMATS, Format, get_format
 from .gptq import GPTQResult, gptq_dequantize, gptq_hessian, gptq_quantize

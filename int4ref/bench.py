@@ -191,9 +191,15 @@ def run_cpu(size: int, repeats: int) -> dict:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["widgets"]:  # explorer update times (int4ref.bench_widgets)
+        from . import bench_widgets
+
+        return bench_widgets.main(argv[1:], prog="python -m int4ref.bench widgets")
     parser = argparse.ArgumentParser(prog="python -m int4ref.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="which", required=True)
     cpu = sub.add_parser("cpu", help="numpy paths against gguf and bitsandbytes (CPU)")
+    sub.add_parser("widgets", help="update time of the interactive explorers", add_help=False)
     cpu.add_argument("--size", type=int, default=4096, help="matrix side (default 4096)")
     cpu.add_argument("--repeats", type=int, default=7)
     cpu.add_argument("--json", type=Path, help="also write the results to this JSON file")

@@ -44,8 +44,8 @@ def nf4_from_quantiles(offset: float = NF4_OFFSET, float32_linspace: bool = True
     With ``float32_linspace=True`` the probabilities are computed exactly as torch's float32
     ``linspace`` computes them, and the result equals :data:`NF4` bit for bit. With
     ``False`` they come from numpy's float64 ``linspace``: the probabilities are then
-    slightly different and code 1 moves in its last digits (the book computes by how
-    much). The exact table depends on that rounding, which is why real formats ship
+    slightly different and half of the codes move by a few float32 ulps (the NF4 chapter
+    computes which). The exact table depends on that rounding, which is why real formats ship
     the table as constants and why tests must compare against :data:`NF4`.
     """
     from scipy.stats import norm

@@ -22,8 +22,8 @@ name           code -> value                            scale per group
 Table formats scale a group by multiplying with ``1 / max(absmax, 1e-38)`` (float32),
 exactly as bitsandbytes does for its full blocks; a group whose absmax is below 1e-38 (only
 float32 subnormals) therefore quantizes to zero, an absolute error under 1e-38. Rounding rules: ``int4_sym`` and ``int4_asym`` round half to even (``np.rint``, as
-GPTQ's reference code does with ``torch.round``); ``int4_q4_0`` computes ``trunc(x/d +
-8.5)`` like GGUF (half away from the low end); table formats pick the nearest table
+GPTQ's reference code does with ``torch.round``); ``int4_q4_0`` computes ``trunc(x * (1/d)
++ 8.5)`` with float32 ``1/d``, exactly like GGUF (half away from the low end); table formats pick the nearest table
 value, and a value exactly half-way between two goes to the LOWER one (bitsandbytes'
 rule); ``fp4_e2m1`` is sign-magnitude: the magnitude rounds (ties toward zero) and the
 sign bit is the input's. Codes are computed against the scale as stored (after rounding to
@@ -147,7 +147,10 @@ def quantize_groups(groups: np.ndarray, fmt: Format, scale_dtype=np.float32, nea
         rows = np.arange(groups.shape[0])
         signed_max = groups[rows, np.argmax(np.abs(groups), axis=1)]
         scales = _store((signed_max / f32(-8)).astype(f32), scale_dtype)
-        q = np.trunc(_safe_divide(groups, scales.astype(f32)) + f32(8.5))
+        d = scales.astype(f32)
+        inv = np.zeros_like(d)
+        np.divide(f32(1), d, out=inv, where=d != 0)  # GGUF multiplies by 1/d; x/d can round differently
+        q = np.trunc(groups * inv[:, None] + f32(8.5))
         return np.clip(q, 0, 15).astype(np.uint8), scales, None
     absmax = np.abs(groups).max(axis=1)
     if fmt.kind == "int_sym":

@@ -172,13 +172,41 @@ def test_q4_0_rule_uses_signed_max():
 
 def test_q4_0_matches_gguf_rule_with_float32_scale():
     gguf_interop = pytest.importorskip("int4ref.interop.gguf")
-    x = np.random.default_rng(3).standard_normal(32 * 64).astype(f32)
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.standard_normal(32 * 65536), rng.laplace(size=32 * 16384) * 1e-3]).astype(f32)
     qt = q.quantize(x, "int4_q4_0", group_size=32)
     data = gguf_interop.quantize(x, "Q4_0").reshape(-1, 18)
     codes = q.packing.unpack_nibbles(data[:, 2:].reshape(-1), x.size, "ggml")
     # gguf stores d in float16 but chooses codes with the float32 d, as we do here
     assert np.array_equal(codes, qt.codes)
     assert np.array_equal(data[:, :2].copy().view(np.float16).reshape(-1), qt.scales.astype(np.float16))
+
+
+def q4_0_division_disagreements(n_blocks=64, seed=0):
+    """Blocks holding values where trunc(x/d + 8.5) and trunc(x*(1/d) + 8.5) differ in float32."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    while len(blocks) < n_blocks:
+        d = f32(rng.uniform(0.5, 2.0) * 2.0 ** rng.integers(-10, 10))
+        m = f32(-8) * d  # the block's largest magnitude, so that gguf's d is this one
+        if m / f32(-8) != d:
+            continue
+        k = rng.integers(1, 16, 31)
+        x = ((k - 8.5) * d).astype(f32)  # on the rounding boundaries...
+        x = np.nextafter(x, x + rng.choice([-1, 1], 31).astype(f32))  # ...and one ulp off them
+        inv = f32(1) / d
+        differ = np.trunc(x / d + f32(8.5)) != np.trunc(x * inv + f32(8.5))
+        if differ.any() and np.abs(x).max() < np.abs(m):
+            blocks.append(np.r_[m, x].astype(f32))
+    return np.concatenate(blocks)
+
+
+def test_q4_0_uses_ggufs_reciprocal_not_a_division():
+    gguf_interop = pytest.importorskip("int4ref.interop.gguf")
+    x = q4_0_division_disagreements()
+    qt = q.quantize(x, "int4_q4_0", group_size=32)
+    data = gguf_interop.quantize(x, "Q4_0").reshape(-1, 18)
+    assert np.array_equal(q.packing.unpack_nibbles(data[:, 2:].reshape(-1), x.size, "ggml"), qt.codes)
 
 
 def test_int4_asym_zero_is_exact():

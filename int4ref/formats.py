@@ -149,8 +149,14 @@ def quantize_groups(groups: np.ndarray, fmt: Format, scale_dtype=np.float32, nea
         scales = _store((signed_max / f32(-8)).astype(f32), scale_dtype)
         d = scales.astype(f32)
         inv = np.zeros_like(d)
-        np.divide(f32(1), d, out=inv, where=d != 0)  # GGUF multiplies by 1/d; x/d can round differently
-        q = np.trunc(groups * inv[:, None] + f32(8.5))
+        with np.errstate(over="ignore"):
+            np.divide(f32(1), d, out=inv, where=d != 0)  # GGUF multiplies by 1/d; x/d can round differently
+        tiny = ~np.isfinite(inv)  # |d| below ~3e-39: 1/d overflows (GGUF then stores garbage codes)
+        inv[tiny] = 0
+        q = groups * inv[:, None] + f32(8.5)
+        if tiny.any():  # divide instead for those groups
+            q[tiny] = _safe_divide(groups[tiny], d[tiny]) + f32(8.5)
+        q = np.trunc(q)
         return np.clip(q, 0, 15).astype(np.uint8), scales, None
     absmax = np.abs(groups).max(axis=1)
     if fmt.kind == "int_sym":

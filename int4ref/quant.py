@@ -195,7 +195,14 @@ def quantize(x, format="nf4", group_size=64, scale_dtype=np.float32, double_quan
     ``group_size``: positive int, ``"row"`` or ``"tensor"``. ``scale_dtype``: float32 or
     float16 (an overflowing float16 scale is an error). ``double_quant=True`` compresses the
     scales the QLoRA way (see :func:`double_quantize`). Computation is in float32.
+
+    A CuPy array is quantized on the GPU by :func:`int4ref.gpu.quantize` (same bits; the
+    result is an :class:`int4ref.gpu.GpuQuantizedTensor`); numpy arrays stay on the CPU.
     """
+    if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
+        from . import gpu
+
+        return gpu.quantize(x, format, group_size, scale_dtype, double_quant)
     fmt = get_format(format)
     arr = _as_float32(x)
     g = _resolve_group_size(group_size, arr.shape)
@@ -226,8 +233,15 @@ def quantize(x, format="nf4", group_size=64, scale_dtype=np.float32, double_quan
 
 
 def dequantize(qt: QuantizedTensor, dtype=None) -> np.ndarray:
-    """Values of ``qt`` as an array of ``qt.shape`` and ``dtype`` (default: ``qt.dtype``)."""
+    """Values of ``qt`` as an array of ``qt.shape`` and ``dtype`` (default: ``qt.dtype``).
+
+    An :class:`int4ref.gpu.GpuQuantizedTensor` is dequantized on the GPU (a CuPy array).
+    """
     if not isinstance(qt, QuantizedTensor):
+        from . import gpu
+
+        if isinstance(qt, gpu.GpuQuantizedTensor):
+            return gpu.dequantize(qt, dtype)
         raise TypeError(f"dequantize takes a QuantizedTensor, got {type(qt).__name__}")
     fmt = get_format(qt.format)
     n, g = qt.size, qt.group_size

@@ -327,5 +327,7 @@ def test_gpu_arrays_are_refused_with_a_message():
     class FakeCupy:
         __cuda_array_interface__ = {}
 
+    # numpy-only functions refuse GPU arrays; q.quantize and q.dequantize hand them to
+    # int4ref.gpu instead (tests/test_gpu.py checks that path, with and without a GPU)
     with pytest.raises(TypeError, match="GPU array"):
-        q.quantize(FakeCupy())
+        q.metrics.mse(FakeCupy(), np.ones(4))

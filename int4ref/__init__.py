@@ -35,6 +35,7 @@ __all__ = [
     "dequantize",
     "double_quantize",
     "get_format",
+    "interop",
     "gptq",
     "gptq_dequantize",
     "gptq_hessian",

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _fast, _torchmath, codebooks
 from ._checks import as_float_array, check_codes, check_positive_int
-from .formats import Format, dequantize_groups, get_format, quantize_groups
+from .formats import dequantize_groups, get_format, quantize_groups
 
 f32 = np.float32
 

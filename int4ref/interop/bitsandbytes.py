@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _fast, codebooks
+from .. import _fast
 from .._checks import as_float_array, check_packed
 from ..formats import get_format
 from ..packing import pack_nibbles, unpack_nibbles
@@ -158,13 +158,12 @@ def dequantize_4bit(packed, state: QuantState) -> np.ndarray:
     then cast to ``state.dtype``; shape ``state.shape``."""
     _check_args(state.blocksize, state.quant_type)
     n = int(np.prod(state.shape, dtype=np.int64))
-    codes = unpack_nibbles(check_packed(packed, (n + 1) // 2), n)
+    packed = check_packed(packed, (n + 1) // 2)  # flat uint8 of the right length
     absmax = _absmax_values(state)
     n_blocks = -(-n // state.blocksize)
     if absmax.shape != (n_blocks,):
         raise ValueError(f"state has {absmax.size} absmax values; {n} values in blocks of {state.blocksize} need {n_blocks}")
     table = get_format(_FORMAT[state.quant_type]).table
-    packed = np.asarray(packed).reshape(-1)
     out = np.empty(2 * packed.size, dtype=f32)
     bs = state.blocksize
 
@@ -195,4 +194,3 @@ def to_quantized_tensor(packed, state: QuantState) -> QuantizedTensor:
 
 
 __all__ = ["BLOCKSIZES", "QuantState", "QuantState2", "dequantize_4bit", "quantize_4bit", "to_quantized_tensor"]
-_ = codebooks  # the tables live in int4ref.codebooks (NF4, FP4_BNB, dynamic_map)

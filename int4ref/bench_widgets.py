@@ -14,6 +14,7 @@ threads) and the median of ``compute`` alone. The target is a median under 150 m
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -95,8 +96,13 @@ def main(argv=None, prog: str | None = None) -> int:
         print(f"over the {TARGET_MS:.0f} ms target: {', '.join(slow)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"cores": cores, "python": platform.python_version(),
-                                         "target_ms": TARGET_MS, "rows": results}, indent=1) + "\n")
+        from .bench import commit, machine  # the same provenance as the CPU benchmark
+
+        record = {"benchmark": "widgets", "machine": machine(), "commit": commit(),
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "load_average": os.getloadavg(), "cores": cores, "python": platform.python_version(),
+                  "target_ms": TARGET_MS, "rows": results}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0
 

@@ -184,3 +184,23 @@ def test_site_is_self_contained(site):
                 continue
             external.append((rel, urlparse(url).netloc, url))
     assert not external, external
+
+
+def test_no_kernel_slider_swaps_the_figure(site, browser):
+    """The explorers page's precomputed sweep: moving the slider changes picture, alt text
+    and label, with no kernel behind the page."""
+    page, problems = open_page(browser, f"{site}/book/explorers.html")
+    slider = page.locator('div[id^="int4ref-frames-"] input[type="range"]').first
+    assert slider.count() == 1, "no frame slider on the explorers page"
+    root = page.locator('div[id^="int4ref-frames-"]').first
+    n = int(slider.get_attribute("max")) + 1
+    assert n >= 2
+    seen = set()
+    for i in range(n):
+        slider.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(i))
+        img = root.locator("img")
+        seen.add((img.get_attribute("src")[-64:], img.get_attribute("alt"), root.locator("output").inner_text()))
+        assert page.evaluate("(el) => el.complete && el.naturalWidth > 0", img.element_handle())
+    assert len(seen) == n, "some slider positions show the same picture, alt text and label"
+    assert not problems, problems
+    page.close()

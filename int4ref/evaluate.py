@@ -41,7 +41,6 @@ import importlib
 import inspect
 import platform
 import re
-import sys
 import warnings
 from functools import lru_cache
 

@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from int4ref import bench  # noqa: E402
 from int4ref.awq import awq_quantize  # noqa: E402
 from int4ref.evaluate import (calibration_texts, docstring_corpus, fidelity_metrics,  # noqa: E402
                               library_versions, retrieval_metrics)
@@ -52,24 +51,14 @@ GROUP_SIZES = (32, 64, 128, "row")
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu_model": cpu, "cores": cores, "platform": platform.platform(), "machine": platform.machine()}
+    """The machine, as int4ref.bench records it (here under the key cpu_model)."""
+    info = bench.machine()
+    return {"cpu_model": info["cpu"], "cores": info["cores"], "platform": info["platform"],
+            "machine": platform.machine()}
 
 
 def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:
-        return None
+    return bench.commit()  # the HEAD commit, "+dirty" when tracked files were changed
 
 
 def quantize_all(method, fmt, gs, weights, inputs, hessians):

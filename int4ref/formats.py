@@ -20,8 +20,10 @@ name           code -> value                            scale per group
 =============  =======================================  ===================================
 
 Table formats scale a group by multiplying with ``1 / max(absmax, 1e-38)`` (float32),
-exactly as bitsandbytes does for its full blocks; a group whose absmax is below 1e-38 (only
-float32 subnormals) therefore quantizes to zero, an absolute error under 1e-38. Rounding rules: ``int4_sym`` and ``int4_asym`` round half to even (``np.rint``, as
+exactly as bitsandbytes does for its full blocks. A group whose absmax is below 1e-38 (only
+float32 subnormals) is therefore scaled by 1e38 rather than 1/absmax: it is quantized
+against a range wider than itself, with an absolute error under 1e-38, and re-quantizing
+its dequantized values need not give the same codes. Rounding rules: ``int4_sym`` and ``int4_asym`` round half to even (``np.rint``, as
 GPTQ's reference code does with ``torch.round``); ``int4_q4_0`` computes ``trunc(x * (1/d)
 + 8.5)`` with float32 ``1/d``, exactly like GGUF (half away from the low end); table formats pick the nearest table
 value, and a value exactly half-way between two goes to the LOWER one (bitsandbytes'

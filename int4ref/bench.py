@@ -164,6 +164,14 @@ def commit() -> str | None:
         return None
 
 
+def write_record(path: Path, record: dict) -> None:
+    """Write a benchmark record as indented JSON (the files under results/)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 def format_table(rows: list[Row]) -> str:
     lines = [f"{'operation':32s} {'int4ref ms':>11s} {'peer ms':>9s} {'ratio':>7s} {'goal':>6s}  peer / note"]
     for r in rows:
@@ -219,9 +227,7 @@ def main(argv=None) -> int:
     print(f"{args.size}x{args.size} float32 on {m['cpu']} ({m['cores']} cores), commit {result['commit']}")
     print(result["table"])
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_record(args.json, result)
     return 0
 
 

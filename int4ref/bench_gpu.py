@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import platform
 import statistics
@@ -368,7 +367,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-graphs", action="store_true", help="time plain launches instead of CUDA graphs")
     args = parser.parse_args(argv)
 
-    from .bench import commit
+    from .bench import commit, write_record
     from .gpu import device_status
 
     ok, why = device_status()
@@ -400,9 +399,7 @@ def main(argv=None) -> int:
             "rows": [asdict(r) for r in rows],
             "table": table,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_record(args.json, result)
     return 0
 
 

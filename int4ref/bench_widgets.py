@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -95,15 +94,13 @@ def main(argv=None, prog: str | None = None) -> int:
     if slow:
         print(f"over the {TARGET_MS:.0f} ms target: {', '.join(slow)}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        from .bench import commit, machine  # the same provenance as the CPU benchmark
+        from .bench import commit, machine, write_record  # the same provenance as the CPU benchmark
 
         record = {"benchmark": "widgets", "machine": machine(), "commit": commit(),
                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "load_average": os.getloadavg(), "cores": cores, "python": platform.python_version(),
                   "target_ms": TARGET_MS, "rows": results}
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"wrote {args.json}")
+        write_record(args.json, record)
     return 0
 
 

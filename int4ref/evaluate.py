@@ -170,7 +170,16 @@ def calibration_texts(n: int = 64) -> list[str]:
 def retrieval_metrics(queries: np.ndarray, documents: np.ndarray) -> dict:
     """Recall@1 and MRR when query ``i`` should retrieve document ``i``. Rows are embeddings
     (normalised here, so the score is cosine similarity). The rank of the right document is
-    1 + the number of documents scoring strictly higher (ties resolved in its favour)."""
+    1 + the number of documents scoring strictly higher (ties resolved in its favour); see
+    :func:`retrieval_ranks`."""
+    ranks = retrieval_ranks(queries, documents)
+    return {"recall_at_1": float(np.mean(ranks == 1)), "mrr": float(np.mean(1.0 / ranks))}
+
+
+def retrieval_ranks(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
+    """int64 ``(n,)``: the rank of document ``i`` among all documents for query ``i`` (1 =
+    retrieved first), by cosine similarity, ties resolved in its favour. Keep the ranks to
+    compare two models query by query (paired), not only by their averages."""
     q = np.asarray(queries, dtype=np.float64)
     d = np.asarray(documents, dtype=np.float64)
     if q.ndim != 2 or q.shape != d.shape:
@@ -179,8 +188,7 @@ def retrieval_metrics(queries: np.ndarray, documents: np.ndarray) -> dict:
     d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
     sim = q @ d.T
     right = np.diag(sim)
-    ranks = 1 + (sim > right[:, None]).sum(axis=1)
-    return {"recall_at_1": float(np.mean(ranks == 1)), "mrr": float(np.mean(1.0 / ranks))}
+    return 1 + (sim > right[:, None]).sum(axis=1)
 
 
 def retrieval_scores(model, corpus, batch_size: int = 32) -> dict:

@@ -245,9 +245,12 @@ class MiniLM:
             hook(name, x, y)
         return y
 
-    def hidden_states(self, ids: np.ndarray, mask: np.ndarray, linear_hook: LinearHook | None = None) -> np.ndarray:
+    def hidden_states(self, ids: np.ndarray, mask: np.ndarray, linear_hook: LinearHook | None = None,
+                      n_layers: int | None = None) -> np.ndarray:
         """The encoder's last hidden states, float32 ``(B, T, hidden)``, for token ids and
         attention mask ``(B, T)`` (from :meth:`tokenize`); rows at padded positions are 0.
+        ``n_layers``: run only the first ``n_layers`` encoder layers (default: all), e.g. to
+        capture one layer's inputs without computing the layers after it.
 
         Only attention mixes tokens, so everything else (linear layers, GELU, LayerNorm)
         runs on the real tokens alone, packed into ``(n_real, features)`` in row-major
@@ -262,6 +265,10 @@ class MiniLM:
         if not real[:, 0].all():
             raise ValueError("every row needs at least one real token, at position 0 (mask is padded on the right)")
         cfg, w = self.config, self.weights
+        if n_layers is None:
+            n_layers = cfg["num_hidden_layers"]
+        elif not (isinstance(n_layers, (int, np.integer)) and 0 <= n_layers <= cfg["num_hidden_layers"]):
+            raise ValueError(f"n_layers must be an integer from 0 to {cfg['num_hidden_layers']}, got {n_layers!r}")
         B, T = ids.shape
         d, n_heads = cfg["hidden_size"], cfg["num_attention_heads"]
         d_head = d // n_heads
@@ -282,7 +289,7 @@ class MiniLM:
             full[real] = t
             return np.ascontiguousarray(full.reshape(B, T, n_heads, d_head).transpose(0, 2, 1, 3))
 
-        for i in range(cfg["num_hidden_layers"]):
+        for i in range(n_layers):
             p = f"encoder.layer.{i}."
             q = heads(self._linear(p + "attention.self.query.weight", x, linear_hook))
             k = heads(self._linear(p + "attention.self.key.weight", x, linear_hook))
@@ -334,23 +341,35 @@ class MiniLM:
             out[idx] = self.pool(self.hidden_states(ids, mask), mask)
         return out
 
-    def capture_linear_inputs(self, sentences: list[str], batch_size: int = 32) -> dict[str, np.ndarray]:
+    def capture_linear_inputs(self, sentences: list[str], batch_size: int = 32,
+                              layers=None) -> dict[str, np.ndarray]:
         """The inputs every linear layer sees while embedding ``sentences``: name (as in
         :meth:`linear_names`) -> float32 ``(n_tokens, in_features)``, one row per real token
         ([CLS] and [SEP] included, padding excluded), n_tokens the same for every layer.
         Rows are grouped by sentence, in the order of ``sentences``, tokens in order.
         ``query``, ``key`` and ``value`` of a layer share their input (equal arrays).
-        Ready for ``gptq_quantize(W, x[name])`` and ``awq_quantize(W, x[name])``."""
+        Ready for ``gptq_quantize(W, x[name])`` and ``awq_quantize(W, x[name])``.
+
+        ``layers``: encoder layer indices (e.g. ``[2]``) to capture; default all. The forward
+        pass stops after the last of them."""
         sentences = _check_sentences(sentences)
         batch_size = check_positive_int(batch_size, "batch_size")
-        parts: dict[str, list[np.ndarray]] = {n: [] for n in self.linear_names()}
+        n_total = self.config["num_hidden_layers"]
+        if layers is None:
+            layers = range(n_total)
+        layers = sorted(set(layers))
+        if not layers or any(not isinstance(i, (int, np.integer)) or not 0 <= i < n_total for i in layers):
+            raise ValueError(f"layers must be a non-empty list of encoder layer indices 0..{n_total - 1}, got {layers!r}")
+        wanted = {n for n in self.linear_names() if int(n.split(".")[2]) in layers}
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in self.linear_names() if n in wanted}
 
         def hook(name, x, y):
-            parts[name].append(x)
+            if name in parts:
+                parts[name].append(x)
 
         row_sentence, row_count = [], []  # the sentence and token count of each block of rows
         for idx, ids, mask in self._batches(sentences, batch_size):
-            self.hidden_states(ids, mask, linear_hook=hook)
+            self.hidden_states(ids, mask, linear_hook=hook, n_layers=layers[-1] + 1)
             row_sentence += idx.tolist()
             row_count += mask.sum(axis=1).tolist()
         # Batches hold sentences sorted by length: put the blocks back in sentence order.

@@ -216,3 +216,41 @@ def embedding_fidelity(model_ref, model_q, texts, batch_size: int = 32) -> dict:
     texts = list(texts)
     return fidelity_metrics(model_ref.embed(texts, batch_size=batch_size),
                             model_q.embed(texts, batch_size=batch_size))
+
+
+def compare_recall(ranks_a, ranks_b, *, n_boot: int = 10_000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Is model A's recall@1 really different from model B's on the same queries?
+
+    ``ranks_a``, ``ranks_b``: the rank of the right document for each query (from
+    :func:`retrieval_ranks`), same queries in the same order. Returns
+
+    * ``diff``: recall@1 of A minus recall@1 of B;
+    * ``ci_low``, ``ci_high``: a paired percentile-bootstrap interval for ``diff``
+      (``n_boot`` resamples of the queries, ``seed`` fixed);
+    * ``a_only``, ``b_only``: queries that only A (only B) gets right at rank 1;
+    * ``p_value``: exact two-sided McNemar test (binomial on the ``a_only + b_only``
+      discordant queries, p = 1/2); 1.0 when there are none.
+    """
+    a = np.asarray(ranks_a)
+    b = np.asarray(ranks_b)
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"ranks must be two non-empty 1-D arrays of equal length, got shapes {a.shape} and {b.shape}")
+    if not (np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer)) or min(a.min(), b.min()) < 1:
+        raise ValueError("ranks must be integers >= 1 (1 = the right document came first)")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence!r}")
+    n_boot = int(n_boot)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be positive, got {n_boot!r}")
+    from scipy.stats import binomtest
+
+    hit_a, hit_b = a == 1, b == 1
+    per_query = hit_a.astype(np.float64) - hit_b
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    boot = per_query[idx].mean(axis=1)
+    tail = (1 - confidence) / 2
+    a_only, b_only = int(np.sum(hit_a & ~hit_b)), int(np.sum(hit_b & ~hit_a))
+    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    return {"diff": float(per_query.mean()), "ci_low": float(np.quantile(boot, tail)),
+            "ci_high": float(np.quantile(boot, 1 - tail)), "a_only": a_only, "b_only": b_only,
+            "p_value": float(p)}

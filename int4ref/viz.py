@@ -50,6 +50,9 @@ FORMAT_STYLE = {
     "fp4_e2m1": (OKABE_ITO["reddish_purple"], "P", "--"),
     "lloyd_max": (OKABE_ITO["black"], "X", "-."),
 }
+#: Colour of each quantization method in :func:`method_tradeoff` (formats there differ by
+#: marker and line style).
+METHOD_COLOR = {"rtn": OKABE_ITO["blue"], "gptq": OKABE_ITO["vermillion"], "awq": OKABE_ITO["bluish_green"]}
 DATA_COLOR = OKABE_ITO["sky_blue"]
 LEVEL_COLOR = OKABE_ITO["vermillion"]
 ERROR_COLOR = OKABE_ITO["blue"]
@@ -63,7 +66,7 @@ __all__ = [
     "level_usage", "error_sweep",
     "weight_histogram", "error_histogram", "error_vs_value", "error_tradeoff", "sqnr_vs_group_size",
     "sqnr_vs_bits", "scale_heatmap", "plot_level_usage", "outlier_effect", "outlier_numbers", "nibble_map",
-    "bit_layout",
+    "bit_layout", "METHOD_COLOR", "method_tradeoff",
 ]
 
 
@@ -667,3 +670,55 @@ def bit_layout(codes=None, layouts=("bnb", "ggml"), *, axes=None, title=None):
     fig.suptitle(title or "32 four-bit codes packed into 16 bytes")
     alt = ("Byte maps of 32 four-bit codes packed two per byte, one panel per layout. " + "; ".join(parts) + ".")
     return _finish(fig, axes[0], alt)
+
+
+METRIC_LABELS = {
+    "mean_cos": "mean cosine similarity to float32 embeddings",
+    "min_cos": "minimum cosine similarity to float32 embeddings",
+    "recall_at_1": "recall@1 (fraction of queries)",
+    "mrr": "mean reciprocal rank",
+}
+
+
+def method_tradeoff(rows, metric="mean_cos", *, baseline=None, errors=None, ax=None, title=None):
+    """A quality metric of whole quantized models against bits per weight, one line per
+    method and format (the rows of ``results/minilm-sweep.json``, or any dicts with
+    ``method``, ``format``, ``bits_per_weight`` and ``metric``).
+
+    ``baseline``: the float32 value, drawn as a horizontal line. ``errors``: optional dict
+    ``id(row) -> (low, high)`` of an interval to draw around each point (e.g. a bootstrap
+    interval of recall@1).
+    """
+    if metric not in METRIC_LABELS:
+        raise ValueError(f"metric must be one of {', '.join(METRIC_LABELS)}; got {metric!r}")
+    rows = [r for r in rows if r["method"] in METHOD_COLOR]
+    if not rows:
+        raise ValueError("no rows of a known method (rtn, gptq, awq) to plot")
+    fig, (ax,) = _figure(ax, figsize=(6.4, 4.2))
+    lines = sorted({(r["method"], r["format"]) for r in rows}, key=lambda k: (list(METHOD_COLOR).index(k[0]), k[1]))
+    for method, fmt in lines:
+        rs = sorted((r for r in rows if (r["method"], r["format"]) == (method, fmt)), key=lambda r: r["bits_per_weight"])
+        _, marker, ls = _style(fmt)
+        x = [r["bits_per_weight"] for r in rs]
+        y = [r[metric] for r in rs]
+        ax.plot(x, y, color=METHOD_COLOR[method], marker=marker, linestyle=ls, markersize=5,
+                label=f"{method.upper()} {fmt}")
+        if errors:
+            lo = [y_i - errors[id(r)][0] for r, y_i in zip(rs, y)]
+            hi = [errors[id(r)][1] - y_i for r, y_i in zip(rs, y)]
+            ax.errorbar(x, y, yerr=[lo, hi], fmt="none", ecolor=METHOD_COLOR[method], alpha=0.5, capsize=2)
+    if baseline is not None:
+        ax.axhline(baseline, color=OKABE_ITO["black"], linestyle=":", linewidth=1, label="float32")
+    ax.set_xlabel("bits per weight (codes, scales and zero-points)")
+    ax.set_ylabel(METRIC_LABELS[metric])
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small", frameon=False, ncol=2)
+    ax.set_title(title or f"{metric.replace('_', ' ')} against bits per weight")
+    best = max(rows, key=lambda r: r[metric])
+    worst = min(rows, key=lambda r: r[metric])
+    alt = (f"Line plot of {METRIC_LABELS[metric]} against bits per weight for "
+           f"{', '.join(m.upper() + ' ' + f for m, f in lines)}. Highest: {best[metric]:.4f} "
+           f"({best['method'].upper()} {best['format']}, {best['bits_per_weight']:.3f} bits per weight); lowest: "
+           f"{worst[metric]:.4f} ({worst['method'].upper()} {worst['format']}, {worst['bits_per_weight']:.3f} bits)."
+           + (f" The float32 model scores {baseline:.4f}." if baseline is not None else ""))
+    return _finish(fig, ax, alt)

@@ -118,18 +118,19 @@ def test_float_model_retrieves_far_above_chance(model):
 
 
 # ---------------------------------------------------------------- results file
-ROW_KEYS = {"method", "format", "group_size", "bits_per_weight", "recall_at_1", "mrr", "mean_cos",
-            "min_cos", "quant_time_s", "eval_time_s"}
+ROW_KEYS = {"method", "calibration", "format", "group_size", "bits_per_weight", "recall_at_1", "mrr",
+            "mean_cos", "min_cos", "ranks", "calib_time_s", "quant_time_s", "eval_time_s", "load_1min"}
 
 
 def test_results_file_schema():
     if not RESULTS.is_file():
         pytest.skip(f"{RESULTS} not written yet (tools/minilm_sweep.py)")
     data = json.loads(RESULTS.read_text())
-    for key in ("date", "git_commit", "machine", "versions", "corpus", "calibration", "rows"):
+    for key in ("date", "git_commit", "machine", "versions", "corpus", "rows"):
         assert key in data, key
     assert {"cpu_model", "cores"} <= set(data["machine"])
     assert {"numpy", "scipy", "python"} <= set(data["versions"])
+    n_eval = data["corpus"]["n_eval"]
     rows = data["rows"]
     assert rows[0]["method"] == "float32"
     for row in rows:
@@ -138,9 +139,53 @@ def test_results_file_schema():
         assert -1 <= row["min_cos"] <= row["mean_cos"] <= 1 + 1e-9
         assert math.isfinite(row["bits_per_weight"]) and row["bits_per_weight"] > 4
         assert row["group_size"] in (None, 32, 64, 128, "row")
+        ranks = np.array(row["ranks"])  # the averages must follow from the per-query ranks
+        assert ranks.shape == (n_eval,) and ranks.min() >= 1 and ranks.max() <= n_eval
+        assert row["recall_at_1"] == pytest.approx(np.mean(ranks == 1))
+        assert row["mrr"] == pytest.approx(np.mean(1 / ranks))
+        if isinstance(row["group_size"], int):  # codes + float32 scale (+ 4-bit zero-point)
+            g = row["group_size"]
+            assert row["bits_per_weight"] == pytest.approx(4 + 32 / g + (4 / g if row["format"] == "int4_asym" else 0))
     quantized = rows[1:]
     assert {r["method"] for r in quantized} <= {"rtn", "gptq", "awq"}
     assert {r["format"] for r in quantized} <= {"int4_asym", "nf4"}
+    assert all((r["calibration"] is None) == (r["method"] == "rtn") for r in quantized)
     base = rows[0]
     assert all(base["mean_cos"] >= r["mean_cos"] - 1e-9 for r in quantized)
     assert all(base["min_cos"] >= r["min_cos"] - 1e-9 for r in quantized)
+
+
+# ---------------------------------------------------------------- paired comparison
+def test_retrieval_ranks_match_metrics():
+    rng = np.random.default_rng(3)
+    q, d = rng.standard_normal((30, 8)), rng.standard_normal((30, 8))
+    ranks = ev.retrieval_ranks(q, d)
+    assert ranks.dtype.kind == "i" and ranks.min() >= 1 and ranks.max() <= 30
+    sim = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (d / np.linalg.norm(d, axis=1, keepdims=True)).T
+    assert ranks[0] == 1 + np.sum(sim[0] > sim[0, 0])
+    m = ev.retrieval_metrics(q, d)
+    assert m["recall_at_1"] == np.mean(ranks == 1) and m["mrr"] == pytest.approx(np.mean(1 / ranks))
+
+
+def test_compare_recall_counts_and_tests():
+    a = np.array([1] * 40 + [2] * 60)
+    b = np.array([1] * 30 + [3] * 10 + [1] * 5 + [2] * 55)  # A alone right on 10, B alone on 5
+    c = ev.compare_recall(a, b, n_boot=2000)
+    assert (c["a_only"], c["b_only"]) == (10, 5)
+    assert c["diff"] == pytest.approx(0.05)
+    assert c["ci_low"] < 0.05 < c["ci_high"]
+    from scipy.stats import binomtest
+    assert c["p_value"] == pytest.approx(binomtest(10, 15, 0.5).pvalue)
+    same = ev.compare_recall(a, a)
+    assert same["diff"] == same["ci_low"] == same["ci_high"] == 0 and same["p_value"] == 1.0
+    # a large, consistent difference is significant and its interval excludes 0
+    big = ev.compare_recall(np.ones(200, int), np.array([1] * 100 + [2] * 100))
+    assert big["p_value"] < 1e-20 and big["ci_low"] > 0.4
+
+
+def test_compare_recall_rejects_bad_input():
+    for a, b in (([], []), ([1, 2], [1]), ([0, 1], [1, 1]), ([1.5, 1], [1, 1])):
+        with pytest.raises(ValueError, match="ranks"):
+            ev.compare_recall(np.array(a), np.array(b))
+    with pytest.raises(ValueError, match="confidence"):
+        ev.compare_recall(np.array([1]), np.array([1]), confidence=1.5)

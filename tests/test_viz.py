@@ -285,3 +285,23 @@ def test_frame_slider_html():
         viz.FrameSlider([])
     with pytest.raises(ValueError, match="start"):
         viz.FrameSlider([("a", png, "x")], start=1)
+
+
+def test_method_tradeoff_draws_one_line_per_method_and_format():
+    rows = [{"method": m, "format": f, "bits_per_weight": b, "mean_cos": c, "recall_at_1": 0.5}
+            for m, off in (("rtn", 0.0), ("gptq", 0.01)) for f in ("nf4", "int4_asym")
+            for b, c in ((4.25, 0.96 + off), (4.5, 0.97 + off), (5.0, 0.975 + off))]
+    rows.append({"method": "float32", "format": "float32", "bits_per_weight": 32.0, "mean_cos": 1.0, "recall_at_1": 0.6})
+    fig = viz.method_tradeoff(rows, "mean_cos", baseline=1.0)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 5  # four method/format lines and the float32 baseline
+    xs, ys = ax.lines[0].get_data()
+    assert list(xs) == [4.25, 4.5, 5.0] and list(ys) == [0.96, 0.97, 0.975]
+    assert "GPTQ nf4" in viz.alt_text(fig) and "0.9850" in viz.alt_text(fig) and "1.0000" in viz.alt_text(fig)
+    errs = {id(r): (r["recall_at_1"] - 0.1, r["recall_at_1"] + 0.1) for r in rows}
+    fig = viz.method_tradeoff(rows, "recall_at_1", errors=errs)
+    assert len(fig.axes[0].collections) == 4  # one error-bar set per line
+    with pytest.raises(ValueError, match="metric"):
+        viz.method_tradeoff(rows, "accuracy")
+    with pytest.raises(ValueError, match="no rows"):
+        viz.method_tradeoff(rows[-1:])

@@ -13,7 +13,9 @@ minimum cosine similarity).
 
 1. For each module of :data:`MODULES` (a fixed, sorted list) the public names (no leading
    underscore) in ``dir(module)``, sorted; keep the routines (``inspect.isroutine``, or a
-   numpy ufunc). The qualified name is ``module.name``.
+   numpy ufunc). The qualified name is ``module.name``. For ``sys``'s replaceable hooks
+   (``excepthook``, ``displayhook``, ...) the original (``sys.__excepthook__``) is read, so
+   that a Jupyter kernel, which installs its own, sees the same corpus as plain Python.
 2. ``inspect.getdoc``; the summary is the first line, which must be followed by a blank line,
    have 3 to 30 words and not look like a call signature (``name(...)``, as numpy ufuncs and
    C functions start their docstrings); the body is everything after the blank line,
@@ -41,6 +43,7 @@ import importlib
 import inspect
 import platform
 import re
+import sys
 import warnings
 from functools import lru_cache
 
@@ -115,6 +118,8 @@ def candidates() -> tuple[tuple[str, str, str], ...]:
                     continue
                 try:
                     obj = getattr(mod, attr)
+                    if mod_name == "sys" and hasattr(sys, f"__{attr}__"):
+                        obj = getattr(sys, f"__{attr}__")  # the original hook, not e.g. Jupyter's excepthook
                 except Exception:
                     continue
                 if not (inspect.isroutine(obj) or isinstance(obj, np.ufunc)):

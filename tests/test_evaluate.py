@@ -189,3 +189,25 @@ def test_compare_recall_rejects_bad_input():
             ev.compare_recall(np.array(a), np.array(b))
     with pytest.raises(ValueError, match="confidence"):
         ev.compare_recall(np.array([1]), np.array([1]), confidence=1.5)
+
+
+def test_corpus_ignores_replaced_sys_hooks(monkeypatch):
+    """A Jupyter kernel replaces sys.excepthook with a documented function; the corpus must
+    not change with it (the committed sweep's ranks refer to one corpus)."""
+    before = [c[0] for c in ev.docstring_corpus(None)]
+
+    def excepthook(etype, value, tb):
+        """Handle an exception the way a notebook kernel does, with a long docstring.
+
+        This docstring has the shape the corpus selects: a summary line of several words, a
+        blank line, and a body of more than forty words, so that it would be picked up if the
+        corpus read the current hook instead of the interpreter's original one. It is padded
+        with enough words to pass the minimum length of the body in every configuration."""
+
+    monkeypatch.setattr("sys.excepthook", excepthook)
+    ev.candidates.cache_clear()
+    try:
+        after = [c[0] for c in ev.docstring_corpus(None)]
+    finally:
+        ev.candidates.cache_clear()
+    assert after == before and "sys.excepthook" not in after

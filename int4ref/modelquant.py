@@ -17,8 +17,8 @@ Where the calibration inputs come from (``calibration``):
   quantized from one capture (the reference's default; its ``--true-sequential`` option
   goes further and re-captures inside the block).
 * ``"float"``: every layer's inputs are captured once from the float model. This is cheaper
-  (one forward pass instead of one per layer) and is what AWQ's reference does in effect:
-  it passes activations on through the scaled but unquantized layer.
+  (one forward pass instead of one per layer) and is what AWQ's reference does: it computes
+  the next block's inputs with the original float block, before scaling and clipping it.
 
 ``calib_s`` in the result is the time spent in the forward passes that capture inputs and in
 the Hessians; ``quant_s`` the time spent in the quantizers themselves.

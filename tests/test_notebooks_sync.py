@@ -56,7 +56,7 @@ def test_install_cell_follows_the_repository_in_config(repo_copy):
     assert run_sync("--check", "--root", str(repo_copy)).returncode == 1
     assert run_sync("--root", str(repo_copy)).returncode == 0
     notebook = (repo_copy / "notebooks" / "index.ipynb").read_text(encoding="utf-8")
-    assert f"git+https://github.com/someone/fork@{repo['branch']}" in notebook
+    assert f"git clone -q --depth 1 --branch {repo['branch']} https://github.com/someone/fork int4book" in notebook
 
 
 def test_stale_notebook_is_reported_and_removed(repo_copy):

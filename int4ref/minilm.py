@@ -360,8 +360,8 @@ class MiniLM:
         layers = sorted(set(layers))
         if not layers or any(not isinstance(i, (int, np.integer)) or not 0 <= i < n_total for i in layers):
             raise ValueError(f"layers must be a non-empty list of encoder layer indices 0..{n_total - 1}, got {layers!r}")
-        wanted = {n for n in self.linear_names() if int(n.split(".")[2]) in layers}
-        parts: dict[str, list[np.ndarray]] = {n: [] for n in self.linear_names() if n in wanted}
+        # names are "encoder.layer.<i>. ...": keep those of the wanted layers
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in self.linear_names() if int(n.split(".")[2]) in layers}
 
         def hook(name, x, y):
             if name in parts:

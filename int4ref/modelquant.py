@@ -29,10 +29,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-from .awq import AWQResult, awq_quantize
-from .gptq import GPTQResult, gptq_hessian, gptq_quantize
+from .awq import awq_quantize
+from .gptq import gptq_hessian, gptq_quantize
 from .quant import QuantizedTensor, quantize
 
 METHODS = ("rtn", "gptq", "awq")
@@ -69,10 +67,6 @@ class ModelQuantResult:
 
 def _qt(result) -> QuantizedTensor:
     return result if isinstance(result, QuantizedTensor) else result.qt
-
-
-def _layer_of(name: str) -> int:
-    return int(name.split(".")[2])  # "encoder.layer.<i>. ..."
 
 
 def quantize_model(model, method: str, format: str = "int4_asym", group_size=128,

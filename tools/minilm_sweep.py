@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from int4ref import bench  # noqa: E402
 from int4ref.evaluate import (calibration_texts, docstring_corpus, fidelity_metrics,  # noqa: E402
-                              library_versions, retrieval_ranks)
+                              library_versions, rank_metrics, retrieval_ranks)
 from int4ref.minilm import MiniLM  # noqa: E402
 from int4ref.modelquant import quantize_model  # noqa: E402
 
@@ -104,8 +104,7 @@ def main(argv=None):
     def score(q_emb, d_emb):
         ranks = retrieval_ranks(q_emb, d_emb)
         fid = fidelity_metrics(ref_all, np.concatenate([q_emb, d_emb]))
-        return {"recall_at_1": float(np.mean(ranks == 1)), "mrr": float(np.mean(1.0 / ranks)), **fid,
-                "ranks": ranks.tolist()}
+        return {**rank_metrics(ranks), **fid, "ranks": ranks.tolist()}
 
     ref_q, ref_d, eval_s = evaluate(model)
     ref_all = np.concatenate([ref_q, ref_d])

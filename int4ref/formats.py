@@ -2,7 +2,7 @@
 
 Every format here works on a 2-D float32 array ``groups`` of shape ``(n_groups,
 group_size)`` (one row per group) and returns integer codes of the same shape plus one
-scale (and, for ``int4_asym``, one zero-point) per group. :mod:`int4ref.quant` cuts a
+scale (and, for ``int4_asym`` and ``int4_gptq_sym``, one zero-point) per group. :mod:`int4ref.quant` cuts a
 tensor into groups and calls these.
 
 =============  =======================================  ===================================
@@ -13,6 +13,8 @@ name           code -> value                            scale per group
                                                         largest magnitude (GGUF's Q4_0 rule)
 ``int4_asym``  ``(q - z) * s``, q in 0..15              ``s = (max - min) / 15`` over a range
                                                         that includes 0; ``z = round(-min/s)``
+``int4_gptq_   ``(q - 8) * s``, q in 0..15, z = 8        ``s = 2 * absmax / 15`` (GPTQ and
+sym``          stored as a zero-point                   AutoGPTQ ``sym=True``; see below)
 ``nf4``        ``NF4[q] * absmax``                      ``absmax``
 ``fp4_bnb``    ``FP4_BNB[q] * absmax``                  ``absmax``
 ``fp4_e2m1``   ``FP4_E2M1[q] * absmax``                 ``absmax``
@@ -23,7 +25,20 @@ Table formats scale a group by multiplying with ``1 / max(absmax, 1e-38)`` (floa
 exactly as bitsandbytes does for its full blocks. A group whose absmax is below 1e-38 (only
 float32 subnormals) is therefore scaled by 1e38 rather than 1/absmax: it is quantized
 against a range wider than itself, with an absolute error under 1e-38, and re-quantizing
-its dequantized values need not give the same codes. Rounding rules: ``int4_sym`` and ``int4_asym`` round half to even (``np.rint``, as
+its dequantized values need not give the same codes.
+
+``int4_gptq_sym`` is the quantizer of GPTQ's reference code and AutoGPTQ with ``sym=True``
+(AutoGPTQ's default, so most published GPTQ checkpoints): the range is widened to include
+0, then made symmetric, ``s = (xmax - xmin) / 15`` with ``xmin = -xmax``, and the zero-point
+is fixed at ``(15 + 1) / 2 = 8`` and stored like an asymmetric one. Both extremes sit on a
+tie, ``absmax / s = 7.5`` up to the float32 rounding of ``s``: ``+absmax`` ends at code 15
+either way and comes back as ``7 s = 0.933 absmax``; ``-absmax`` goes to code 0, ``-8 s =
+-1.067 absmax``, when the tie is exact (half to even) and to code 1, ``-0.933 absmax``, when
+``s`` rounded up. The reference makes ``xmin = -xmax`` only when ``xmin < 0``: a group with
+no negative value keeps ``xmin = 0`` and gets ``s = max / 15``, so its codes 8..15 reach
+only ``7/15`` of its maximum (reproduced here as the reference does it). An all-zero group
+gets the reference's fallback range [-1, 1]: ``s = 2/15``, every code 8.
+Rounding rules: ``int4_sym``, ``int4_asym`` and ``int4_gptq_sym`` round half to even (``np.rint``, as
 GPTQ's reference code does with ``torch.round``); ``int4_q4_0`` computes ``trunc(x * (1/d)
 + 8.5)`` with float32 ``1/d``, exactly like GGUF (half away from the low end); table formats pick the nearest table
 value, and a value exactly half-way between two goes to the LOWER one (bitsandbytes'
@@ -47,7 +62,7 @@ class Format:
     """A 4-bit format. ``table`` (float32, 16 values in code order) is set for table formats."""
 
     name: str
-    kind: str  # "table", "int_sym", "int_q4_0" or "int_asym"
+    kind: str  # "table", "int_sym", "int_q4_0", "int_asym" or "int_gptq_sym"
     description: str
     table: np.ndarray | None = None
     has_zero_point: bool = False
@@ -67,7 +82,8 @@ class Format:
 
         For ``int4_sym`` code 0 would be -8/7, outside [-1, 1]; it is never produced and is
         returned as NaN. ``int4_q4_0`` is shown for a group whose largest-magnitude value
-        is -1 (d = 1/8). ``int4_asym`` is shown for the range [-1, 1] (z = 8, rounded from 7.5).
+        is -1 (d = 1/8); ``int4_gptq_sym`` for a group with absmax 1 (s = 2/15: code 0 is -16/15,
+        and +1 rounds to code 15, 14/15). ``int4_asym`` is shown for the range [-1, 1] (z = 8, rounded from 7.5).
         """
         if self.table is not None:
             return self.table.copy()
@@ -78,6 +94,8 @@ class Format:
             return lv
         if self.kind == "int_q4_0":
             return (q - 8) / f32(8)
+        if self.kind == "int_gptq_sym":
+            return (q - 8) * (f32(2) / f32(15))
         return (q - 8) * f32(2 / 15)
 
     def nearest(self, normalized: np.ndarray) -> np.ndarray:
@@ -101,6 +119,8 @@ FORMATS: dict[str, Format] = {
         Format("int4_sym", "int_sym", "symmetric INT4, scale = absmax/7, 15 levels (code 0 unused)"),
         Format("int4_q4_0", "int_q4_0", "symmetric INT4 with GGUF Q4_0's rule d = max/-8, all 16 levels"),
         Format("int4_asym", "int_asym", "asymmetric INT4, min-max scale and integer zero-point", has_zero_point=True),
+        Format("int4_gptq_sym", "int_gptq_sym", "symmetric INT4 as GPTQ/AutoGPTQ sym=True: scale 2*absmax/15, "
+               "zero-point fixed at 8", has_zero_point=True),
         Format("nf4", "table", "NormalFloat4, bitsandbytes' table (QLoRA)", table=codebooks.NF4),
         Format("fp4_bnb", "table", "bitsandbytes' FP4 (its own encoding, not OCP E2M1)", table=codebooks.FP4_BNB),
         Format("fp4_e2m1", "table", "OCP MX FP4 E2M1 values scaled by absmax/6", table=codebooks.FP4_E2M1,
@@ -145,6 +165,17 @@ def quantize_groups(groups: np.ndarray, fmt: Format, scale_dtype=np.float32, nea
         zeros = np.clip(np.rint(_safe_divide(-lo[:, None], s)[:, 0]), 0, 15).astype(np.uint8)
         q = np.rint(_safe_divide(groups, s)) + zeros[:, None]
         return np.clip(q, 0, 15).astype(np.uint8), scales, zeros
+    if fmt.kind == "int_gptq_sym":
+        # GPTQ's Quantizer.find_params with sym=True, in float32 like the reference's torch code
+        lo = np.minimum(groups.min(axis=1), 0)
+        hi = np.maximum(np.maximum(groups.max(axis=1), 0), np.abs(lo))
+        lo = np.where(lo < 0, -hi, lo)            # only groups with a negative value become symmetric
+        empty = (lo == 0) & (hi == 0)             # all zero: the reference's fallback range [-1, 1]
+        lo, hi = np.where(empty, f32(-1), lo), np.where(empty, f32(1), hi)
+        scales = _store(((hi - lo) / f32(15)).astype(f32), scale_dtype)
+        zeros = np.full(groups.shape[0], 8, dtype=np.uint8)
+        q = np.rint(_safe_divide(groups, scales.astype(f32))) + f32(8)
+        return np.clip(q, 0, 15).astype(np.uint8), scales, zeros
     if fmt.kind == "int_q4_0":
         rows = np.arange(groups.shape[0])
         signed_max = groups[rows, np.argmax(np.abs(groups), axis=1)]
@@ -178,7 +209,7 @@ def dequantize_groups(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray |
     s = scales.astype(f32)[:, None]
     if fmt.kind == "table":
         return fmt.table[codes] * s
-    if fmt.kind == "int_asym":
+    if fmt.kind in ("int_asym", "int_gptq_sym"):
         return (codes.astype(f32) - zeros.astype(f32)[:, None]) * s
     return (codes.astype(f32) - f32(8)) * s
 

@@ -39,7 +39,7 @@ from .quant import QuantizedTensor, _as_float32, dequantize
 f32 = np.float32
 
 #: Formats GPTQ and AWQ accept as their per-group quantizer.
-SUPPORTED_FORMATS = ("int4_asym", "int4_sym", "nf4")
+SUPPORTED_FORMATS = ("int4_asym", "int4_gptq_sym", "int4_sym", "nf4")
 #: Fewer calibration rows than this is refused: one row gives a rank-one Hessian (and is
 #: usually a single vector passed where a matrix was meant).
 MIN_CALIBRATION_SAMPLES = 2
@@ -119,7 +119,8 @@ def gptq_quantize(
     :func:`gptq_hessian` of each batch averaged with weights proportional to its rows.
 
     * ``format``: ``"int4_asym"`` (the reference's quantizer: min-max over a range that
-      includes 0, integer zero-point, round half to even), ``"int4_sym"`` or ``"nf4"`` (a
+      includes 0, integer zero-point, round half to even), ``"int4_gptq_sym"`` (the reference
+      with ``sym=True``, AutoGPTQ's default: zero-point fixed at 8), ``"int4_sym"`` or ``"nf4"`` (a
       column is quantized with its group's absmax and the nearest NF4 level).
     * ``group_size``: a positive integer dividing ``in_features`` (32, 64, 128, ...), each
       group being consecutive columns of one row; or ``"row"``: one scale per row, fitted once
@@ -156,7 +157,7 @@ def gptq_quantize(
 
     W = w_in.astype(np.float64)  # working copy, updated in place
     scales = np.empty((n_out, n_groups), dtype=scale_dtype)
-    zeros = np.zeros((n_out, n_groups), dtype=np.uint8)  # kept only for int4_asym
+    zeros = np.zeros((n_out, n_groups), dtype=np.uint8)  # kept only for formats with a zero-point
 
     def fit_group(k, cols):  # scale (and zero-point) of group k in every row, fitted on cols
         scales[:, k], z = _fit(cols, fmt, scale_dtype)
@@ -227,7 +228,7 @@ def _encode(w: np.ndarray, fmt, scale: np.ndarray, zero) -> np.ndarray:
     """Codes of one column ``w`` (float32, (rows,)) given each row's group parameters, with the
     same float32 operations as :func:`int4ref.formats.quantize_groups`."""
     s = scale.astype(f32)
-    if fmt.kind == "int_asym":
+    if fmt.kind in ("int_asym", "int_gptq_sym"):
         q = np.rint(_safe_divide(w[:, None], s)[:, 0]) + zero
         return np.clip(q, 0, 15).astype(np.uint8)
     if fmt.kind == "int_sym":

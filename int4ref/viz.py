@@ -45,6 +45,7 @@ FORMAT_STYLE = {
     "int4_sym": (OKABE_ITO["blue"], "o", "-"),
     "int4_q4_0": (OKABE_ITO["sky_blue"], "s", "--"),
     "int4_asym": (OKABE_ITO["orange"], "^", "-."),
+    "int4_gptq_sym": (OKABE_ITO["yellow"], "<", ":"),
     "nf4": (OKABE_ITO["vermillion"], "D", "-"),
     "fp4_bnb": (OKABE_ITO["bluish_green"], "v", ":"),
     "fp4_e2m1": (OKABE_ITO["reddish_purple"], "P", "--"),

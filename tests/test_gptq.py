@@ -8,7 +8,7 @@ from int4ref.gptq import GPTQResult, gptq_dequantize, gptq_hessian, gptq_quantiz
 from synthetic import correlated_layer, out_err
 
 f32 = np.float32
-FORMATS = ["int4_asym", "int4_sym", "nf4"]
+FORMATS = ["int4_asym", "int4_gptq_sym", "int4_sym", "nf4"]
 GROUPS = [32, 64, 128, "row"]
 
 
@@ -85,7 +85,7 @@ def sequential_obs(W, H, fmt, g):
 def value_with_scale(w, group, fmt):
     """The value the format gives w (one per row) with that row's group scale (float64)."""
     s = group.scales.astype(np.float64)
-    if fmt == "int4_asym":
+    if fmt in ("int4_asym", "int4_gptq_sym"):
         z = group.zeros.astype(np.float64)
         return (np.clip(np.rint(np.divide(w, s, out=np.zeros_like(s), where=s != 0)) + z, 0, 15) - z) * s
     if fmt == "int4_sym":

@@ -103,6 +103,18 @@ def test_requantizing_dequantized_values(x, g, fmt):
         assert np.array_equal(qt2.codes[keep], qt.codes[keep])
         assert np.array_equal(qt2.scales[normal], qt.scales[normal])
         assert np.array_equal(y2[keep], y[keep])
+    elif fmt == "int4_gptq_sym":
+        # not idempotent by design: the extremes sit on ties (see formats.py), so the second pass
+        # fits another scale. What must hold: in every group with a negative value the error
+        # is at most half a step, and the fixed zero-point stays 8.
+        assert np.all(qt.zeros == 8) and np.all(qt2.zeros == 8)
+        flat = np.asarray(x, f32).reshape(-1)
+        padded = np.concatenate([flat, np.zeros(-flat.size % qt.group_size, f32)])
+        has_negative = padded.reshape(-1, qt.group_size).min(axis=1) < 0
+        half_step = per_element(qt, qt.scales.astype(np.float64)) / 2
+        keep = per_element(qt, has_negative)
+        err = np.abs(y.astype(np.float64) - np.asarray(x, np.float64))
+        assert np.all(err[keep] <= half_step[keep] * (1 + 1e-6))
     elif fmt == "int4_q4_0":
         # the element of largest magnitude dequantizes to exactly the group's scale
         # (table value +-1, or -8 * d), so the scale and every value come back bit for bit
@@ -126,10 +138,11 @@ def test_bits_per_weight_is_exact(n, g, fmt, scale_dtype):
     qt = q.quantize(x, fmt, group_size=g, scale_dtype=scale_dtype)
     groups = math.ceil(n / g)
     scale_bits = np.dtype(scale_dtype).itemsize * 8
-    expected = 8 * math.ceil(n / 2) + groups * scale_bits + (8 * math.ceil(groups / 2) if fmt == "int4_asym" else 0)
+    has_zero = FORMATS[fmt].has_zero_point
+    expected = 8 * math.ceil(n / 2) + groups * scale_bits + (8 * math.ceil(groups / 2) if has_zero else 0)
     assert qt.bits_per_weight() == expected / n
-    if n % g == 0 and n % 2 == 0 and (fmt != "int4_asym" or groups % 2 == 0):
-        zero_bits = 4 if fmt == "int4_asym" else 0
+    if n % g == 0 and n % 2 == 0 and (not has_zero or groups % 2 == 0):
+        zero_bits = 4 if has_zero else 0
         assert qt.bits_per_weight() == pytest.approx(q.bits_per_weight_formula(g, scale_bits, zero_bits))
 
 
@@ -144,7 +157,9 @@ def test_all_zero_groups_are_exact_zeros_without_warnings(fmt):
         qt = q.quantize(x, fmt, group_size=64)
         y = q.dequantize(qt)
     assert np.all(y[[0, 1, 3]] == 0)
-    assert np.all(qt.scales[[0, 1, 3]] == 0)
+    # GPTQ's reference gives an all-zero group the range [-1, 1] (s = 2/15, code 8); the others store 0
+    zero_scale = f32(2) / f32(15) if fmt == "int4_gptq_sym" else 0
+    assert np.all(qt.scales[[0, 1, 3]] == zero_scale)
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
@@ -339,3 +354,42 @@ def test_gpu_arrays_are_refused_with_a_message():
     # int4ref.gpu instead (tests/test_gpu.py checks that path, with and without a GPU)
     with pytest.raises(TypeError, match="GPU array"):
         q.metrics.mse(FakeCupy(), np.ones(4))
+
+
+def test_gptq_sym_follows_the_reference_quantizer():
+    """GPTQ's Quantizer.find_params(sym=True) as AutoGPTQ runs it by default: s = 2*absmax/15,
+    zero-point 8, round half to even, clamp to 0..15 (values worked out by hand)."""
+    g = np.array([-1.5, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 1.5], f32)   # absmax 1.5: s = 0.2
+    qt = q.quantize(g, "int4_gptq_sym", group_size=8)
+    s = f32(3.0) / f32(15)
+    assert qt.scales.dtype == f32 and qt.scales[0] == s and qt.zeros.tolist() == [8]
+    expected = np.clip(np.rint(g / s) + 8, 0, 15)       # -7.5 -> -8 (code 0), 0.5 -> 0, 1.5 -> 2, 7.5 -> 8 -> 15
+    assert qt.codes.tolist() == expected.astype(int).tolist() == [0, 8, 8, 8, 9, 10, 10, 15]
+    y = q.dequantize(qt)
+    assert y[0] == -8 * s and y[-1] == 7 * s             # -absmax -> -16/15 absmax, +absmax -> 14/15 absmax
+
+
+def test_gptq_sym_edge_groups_like_the_reference():
+    # all zero: the reference's fallback range [-1, 1], s = 2/15, every code 8
+    qt = q.quantize(np.zeros(16, f32), "int4_gptq_sym", group_size=16)
+    assert qt.scales[0] == f32(2) / f32(15) and np.all(qt.codes == 8) and np.all(q.dequantize(qt) == 0)
+    # no negative value: xmin stays 0, s = max/15, and codes 8..15 reach only 7/15 of the max
+    x = np.linspace(0, 3, 16, dtype=f32)
+    qt = q.quantize(x, "int4_gptq_sym", group_size=16)
+    assert qt.scales[0] == f32(3) / f32(15) and qt.codes.min() == 8 and qt.codes.max() == 15
+    assert q.dequantize(qt).max() == 7 * qt.scales[0]
+    # no positive value: symmetric as usual
+    qt = q.quantize(-x, "int4_gptq_sym", group_size=16)
+    assert qt.scales[0] == f32(6) / f32(15)
+
+
+def test_gptq_sym_scale_rounding_decides_the_negative_extreme():
+    """-absmax / s is the tie -7.5 only when the float32 scale is exact; when s rounds up, the
+    negative extreme takes code 1 instead of 0. Both happen on Gaussian data."""
+    x = np.random.default_rng(0).standard_normal((2000, 64)).astype(f32)
+    x[:, 0] = -np.abs(x).max(axis=1) * 1.01                # the extreme is negative in every group
+    qt = q.quantize(x, "int4_gptq_sym", group_size=64)
+    first = qt.codes.reshape(x.shape)[:, 0]
+    exact_tie = (np.abs(x[:, 0]) / qt.scales) == f32(7.5)
+    assert set(first[exact_tie].tolist()) == {0} and set(first[~exact_tie].tolist()) <= {0, 1}
+    assert exact_tie.any() and (first == 1).any()

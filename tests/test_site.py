@@ -204,3 +204,40 @@ def test_no_kernel_slider_swaps_the_figure(site, browser):
     assert len(seen) == n, "some slider positions show the same picture, alt text and label"
     assert not problems, problems
     page.close()
+
+
+# A reader must never see a Python error where the book meant to show a result. Output that
+# an error message is the point of (int4ref's own "bad input" messages) is printed by the
+# chapters without the exception's class name, so nothing legitimate matches these.
+ERROR_IN_OUTPUT = re.compile(r"Traceback \(most recent call last\)|\b[A-Z]\w*(?:Error|Exception)\b: ")
+
+
+def error_outputs(html: str) -> list[str]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    found = []
+    for out in soup.select("div.cell_output, div.output"):
+        text = out.get_text(" ", strip=True)
+        m = ERROR_IN_OUTPUT.search(text)
+        if m:
+            found.append(text[max(0, m.start() - 80): m.end() + 120])
+    return found
+
+
+def test_error_outputs_are_detected():
+    bad = ('<div class="cell_output docutils container"><pre>Traceback (most recent call last):\n'
+           "ModuleNotFoundError: No module named 'cupy'</pre></div>")
+    assert error_outputs(bad)
+    assert error_outputs('<div class="cell_output"><pre>ValueError: group_size must be positive</pre></div>')
+    assert not error_outputs('<div class="cell_output"><pre>int4ref: zero-point -1 does not fit</pre></div>')
+    assert not error_outputs("<p>A ValueError: is raised for bad input.</p>")   # prose is not output
+
+
+def test_no_page_shows_a_python_error(site):
+    failures = {}
+    for rel in content_pages():
+        found = error_outputs((HTML / rel).read_text())
+        if found:
+            failures[rel] = found
+    assert not failures, failures

@@ -186,8 +186,8 @@ def test_plot_level_usage():
     u = viz.level_usage(int4ref.quantize(W, "int4_sym", 64))
     np.testing.assert_allclose(bars, 100 * u["share"])
     assert "15/16" in fig.axes[0].get_title()
-    fig = viz.plot_level_usage(W)  # all seven formats, one spare panel hidden
-    assert sum(ax.get_visible() for ax in fig.axes) == 7
+    fig = viz.plot_level_usage(W)  # every format, spare panels hidden
+    assert sum(ax.get_visible() for ax in fig.axes) == len(int4ref.FORMATS)
     with pytest.raises(ValueError, match="at least one"):
         viz.plot_level_usage(W, ())
 

@@ -111,7 +111,14 @@ def hide_solutions_for_courses(app, config):
         config.hide_solutions = True
 
 
+def reread_front_pages(app, env, added, changed, removed):
+    """The front pages list the chapters, assignments and modules (tools/frontpages.py): read
+    them again at every build, so that an incremental build does not keep stale lists."""
+    return [doc for doc in ("book/index", "book/preface") if doc in env.found_docs]
+
+
 def setup(app):
+    app.connect("env-get-outdated", reread_front_pages)
     app.connect("config-inited", hide_solutions_for_courses)
     app.connect("html-page-context", drop_thebe_scripts)
     app.connect("config-inited", use_local_mathjax)

@@ -4,7 +4,7 @@
     book/<name>.md  ->  notebooks/<name>.ipynb      (subfolders are kept)
 
 Only MyST notebooks are converted (pages whose front matter has a ``kernelspec`` or a
-jupytext ``format_name: myst``); plain Markdown pages such as the preface are not.
+jupytext ``format_name: myst``); plain Markdown pages (the appendices) are not.
 The notebooks are what the Binder and Colab buttons open (tools/int4book_sphinx.py
 points the buttons at them), so they are build outputs kept in git: edit book/, then
 run this script (``make notebooks``).

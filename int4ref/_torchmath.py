@@ -14,9 +14,13 @@ identical without importing torch, we reproduce the order of torch's float32 ope
   elements the vector is split into one contiguous chunk per thread, whose partial sums
   are added in thread order (``SumKernel.cpp``, ``TensorIteratorReduce.cpp``).
 
-The summation order depends on the CPU (AVX2 has 8 float lanes, AVX-512 has 16) and on
-torch's thread count, so bitsandbytes' offset itself differs between machines in the last
-bit; :func:`torch_defaults` guesses what torch would pick on this machine.
+The lanes are 8 on x86 CPUs with AVX2 and with AVX-512 alike: ``SumKernel.cpp`` registers
+its kernel with ``REGISTER_DISPATCH``, which leaves the AVX-512 slot empty, and ATen's
+dispatcher then runs the AVX2 build (``DispatchStub.h``; checked against torch 2.13, where
+16 lanes would mismatch on AVX-512 machines). The order does depend on torch's thread count
+above 32768 elements, so bitsandbytes' offset for a large tensor can differ in the last bit
+between runs with different ``torch.set_num_threads``; :func:`torch_defaults` gives what
+torch uses here by default, and ``(simd_width, num_threads)`` targets another run.
 """
 from __future__ import annotations
 
@@ -101,21 +105,13 @@ def _row_sum(x: np.ndarray, simd_width: int) -> np.float32:
 
 
 def torch_defaults() -> tuple[int, int]:
-    """(simd_width, num_threads) that torch would use here for float32 reductions."""
+    """(simd_width, num_threads) of torch's float32 sum here: 8 lanes (AVX2 and AVX-512 CPUs
+    both run ATen's AVX2 sum kernel, see the module docstring) and torch's thread count."""
     torch = sys.modules.get("torch")
     if torch is not None:  # already imported by the caller: ask it
-        cap = torch.backends.cpu.get_cpu_capability()
-        return (16 if "AVX512" in cap else 8), torch.get_num_threads()
-    width = 8
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        if all(flag in flags for flag in ("avx512f", "avx512bw", "avx512vl", "avx512dq")):
-            width = 16
-    except OSError:
-        pass
+        return 8, torch.get_num_threads()
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return width, threads
+    return 8, threads
 
 
 def mean32(x, simd_width: int | None = None, num_threads: int | None = None) -> np.float32:

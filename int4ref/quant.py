@@ -297,9 +297,11 @@ def double_quantize(qt: QuantizedTensor, bits: int = 8, blocksize: int = 256, ta
 
     ``bnb_cpu=True`` reproduces bitsandbytes' CPU arithmetic bit for bit: torch's float32
     summation order for the mean and its 65536-point lookup rounding; the default uses a
-    correctly rounded mean and exact nearest rounding. torch's summation order depends on
-    the CPU's vector width and torch's thread count; pass ``bnb_cpu=(simd_width,
-    num_threads)`` to reproduce a given machine (``True`` detects this one).
+    correctly rounded mean and exact nearest rounding. torch's summation order is 8 float32
+    lanes on x86 (AVX2 and AVX-512 alike) and depends on torch's thread count above 32768
+    scales; pass ``bnb_cpu=(simd_width, num_threads)`` to reproduce a given torch run
+    (``True`` uses this machine's defaults). The grid rounding is that of bitsandbytes
+    0.50.0 to 0.50.2; 0.49.x rounds to the exact nearest code.
     """
     if qt.scale_state is not None:
         raise ValueError("this tensor's scales are already double-quantized")

@@ -15,11 +15,32 @@ backend) step by step:
    the code of 0. Packed shape ``((n + 1) // 2, 1)``, uint8;
 5. with ``compress_statistics=True``: ``offset = absmax.mean()`` (torch's float32 summation
    order, see :mod:`int4ref._torchmath`), then ``absmax - offset`` in blocks of 256 to the
-   signed 8-bit dynamic map with the CPU kernel's 65536-point lookup rounding.
+   signed 8-bit dynamic map with the CPU kernel's 65536-point lookup rounding. That lookup
+   arrived in bitsandbytes 0.50.0 (PR #1968, ``csrc/cpu_ops.cpp``, ``quantize_cpu_impl``);
+   0.49.x rounds to the exact nearest code on the CPU, so its nested ``absmax`` codes can
+   differ from these in a few places (the 4-bit codes and the float32 ``absmax`` do not).
 
 Differences on purpose: NaN or Inf input raises ValueError (bitsandbytes returns NaN
 blocks), and :func:`dequantize_4bit` always returns ``state.shape`` (bitsandbytes returns
 ``(1, n)`` for a 1-D tensor on its CPU path).
+
+A bitsandbytes bug we do not copy: :func:`dequantize_4bit` always decodes flat,
+``code[nibble] * absmax[i // blocksize]`` for the ``i``-th value of the flattened tensor, which
+is how bitsandbytes lays the tensor out when it quantizes. bitsandbytes 0.49.0 (PR #1789) to
+0.50.2 decode differently on a CPU with AVX-512F: the AVX-512 branch of
+``dequantizeBlockwise4bitCpu`` (``csrc/cpu_ops.cpp``) walks the tensor as
+``m = prod(shape[:-1])`` rows of ``n = shape[-1]`` values and scales values ``16j .. 16j+15``
+of row ``r`` by ``absmax[r * (n // blocksize) + 16j // blocksize]``, which is the right block
+only when each row holds a whole number of blocks. It runs when ``n`` is a multiple of 16, for
+NF4 and FP4 alike; the Python wrapper sends odd ``n``, and ``blocksize >= 2048`` when torch
+reports AVX512, to a flat torch decoder, and the scalar branch (x86 without AVX-512F) and the
+ARM NEON branch (which checks ``n % blocksize == 0``) are flat. So a 64 x 64 tensor quantized
+with blocksize 128 to 1024 comes back wrong by up to the difference of two block maxima
+(1.57 at blocksize 128 for ``default_rng(0).standard_normal((64, 64))``), while a 1-D tensor,
+or rows that are whole blocks (``n % blocksize == 0``, as for most LLM weights at blocksize
+64), decode correctly. bitsandbytes' own quantized bytes, its torch fallback decoder and this
+module agree with the flat decode. ``tests/test_bnb_parity.py`` models the branch and checks
+the live library against it where it runs.
 """
 from __future__ import annotations
 
@@ -80,9 +101,11 @@ def quantize_4bit(A, blocksize: int = 64, quant_type: str = "nf4", compress_stat
                   *, torch_cpu: tuple[int, int] | None = None):
     """Quantize ``A`` (float16 or float32, any shape) like bitsandbytes; returns ``(packed, state)``.
 
-    ``torch_cpu=(simd_width, num_threads)``: the torch CPU build whose float32 mean to
-    reproduce for ``state.offset`` (8 lanes on AVX2, 16 on AVX-512; threads only matter
-    above 32768 blocks); default: what torch would use on this machine.
+    ``torch_cpu=(simd_width, num_threads)``: the torch CPU run whose float32 mean to
+    reproduce for ``state.offset``: the float32 lanes of torch's sum kernel (8 for torch 2.13
+    on x86, AVX-512 machines included, since ``SumKernel.cpp`` registers no AVX-512 variant)
+    and torch's thread count, which only matters above 32768 blocks; default: what
+    :func:`int4ref._torchmath.torch_defaults` guesses for this machine.
 
     Note: bitsandbytes' own default is ``quant_type="fp4"``; this reference defaults to NF4,
     the format people mean when they say "4-bit bitsandbytes".

@@ -1,4 +1,4 @@
-"""GPU benchmark: ``python -m int4ref.bench gpu [--json PATH] [--quick] [--repeats 15]``.
+"""GPU benchmark: ``python -m int4ref.bench gpu [--json PATH] [--quick] [--repeats 15] [--budget S]``.
 
 Measures, on the current CUDA device:
 
@@ -10,10 +10,10 @@ Measures, on the current CUDA device:
    float16 and float32: effective bandwidth (input read + codes and scales written) as a
    fraction of the copy bandwidth; goal >= 0.6;
 4. the fused GEMV (every version v1, v2, v3) against an fp16 GEMV through cuBLAS
-   (``cupy.matmul``) for W of shape (N, K) = 4096x4096, 8192x8192, 8192x28672, 28672x8192
-   and M = 1, 4, 16 activation rows, for NF4 (group 64, float32 absmax, bitsandbytes'
-   layout) and INT4 (int4_sym, group 128, float16 scales). Goal at M = 1 (best version):
-   >= 2.5x at 8192x8192, >= 3.0x at 8192x28672 and 28672x8192.
+   (``cupy.matmul``) for W of shape (N, K) = 8192x8192, 8192x28672, 4096x4096, 28672x8192
+   (in that order) and M = 1, 4, 16 activation rows, for NF4 (group 64, float32 absmax,
+   bitsandbytes' layout) and INT4 (int4_sym, group 128, float16 scales). Goal at M = 1
+   (best version): >= 2.5x at 8192x8192, >= 3.0x at 8192x28672 and 28672x8192.
 
 Method: CUDA events; a warm-up; the timed calls are captured in a CUDA graph (so that
 CuPy's launch overhead, several microseconds, does not hide kernels of a few
@@ -23,23 +23,37 @@ samples. Inputs rotate through enough copies to overflow L2 four times (H100: 50
 L2 would otherwise hold a 4096x4096 INT4 matrix), so every call reads from DRAM.
 
 ``--json PATH`` writes every row with the device, driver, CUDA, NVRTC and CuPy versions,
-the commit and the date. Without a GPU the command exits with status 2 and says why.
+the commit and the date; it is rewritten after every stage (``"complete": false`` until
+the end), so a run that is cut short still leaves what it measured. ``--budget S``
+starts no new stage after S seconds (the skipped stages are listed in the file).
+The commit is ``git rev-parse HEAD`` of the checkout, or the ``INT4REF_COMMIT``
+environment variable where the checkout has no ``.git`` (a copy of the tree).
+
+Without a GPU the command exits with status 2 and says why. ``--emulator`` runs the same
+code (stages, launches, table, JSON record) on the CPU emulator with tiny shapes: a
+check of the benchmark's code, marked ``"emulated": true``, never a measurement.
+``--environment`` prints what the benchmark would run with (versions, device, NVRTC and
+the CUDA headers it finds) as JSON and exits.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import math
+import os
 import platform
 import statistics
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-GEMV_SHAPES = ((4096, 4096), (8192, 8192), (8192, 28672), (28672, 8192))  # (N out, K in)
+# (N out, K in); the two shapes the goals name first, so that a run cut short by its budget has them
+GEMV_SHAPES = ((8192, 8192), (8192, 28672), (4096, 4096), (28672, 8192))
 GEMV_MS = (1, 4, 16)
 #: (label, format, group size, scale dtype)
 GEMV_FORMATS = (("NF4 g64 fp32 absmax", "nf4", 64, np.float32), ("INT4 g128 fp16 scale", "int4_sym", 128, np.float16))
@@ -107,7 +121,8 @@ def measure_copy(bench: Bench, nbytes: int) -> Row:
     dst = xp.empty_like(src)
     med, samples, method = bench.timer(lambda i: bench.copy(dst, src), 1)
     moved = 2 * nbytes
-    return Row("copy", "device-to-device", f"{nbytes / 2**20:.0f} MiB", [nbytes], None, med, samples, method,
+    size = f"{nbytes / 2**20:.0f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"
+    return Row("copy", "device-to-device", size, [nbytes], None, med, samples, method,
                bytes=moved, gbps=moved / med / 1e6, fraction_of_copy=1.0)
 
 
@@ -325,18 +340,314 @@ def device_info() -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------
+# the CPU emulator (no GPU): the same code, tiny shapes, wall-clock times that mean nothing
+
+
+def emulator_bench() -> Bench:
+    """A :class:`Bench` on the CPU emulator: checks the benchmark's launches, never times a GPU."""
+    from .gpu._emulator import EmulatorBackend
+
+    be = EmulatorBackend()
+
+    def timer(fn, k):
+        t = time.perf_counter()
+        fn(0)
+        ms = max((time.perf_counter() - t) * 1e3, 1e-6)
+        return ms, [ms], "wall clock, one call (CPU emulator: not a GPU time)"
+
+    return Bench(be, timer, lambda x, w, out: np.matmul(x, w, out=out), lambda d, s: np.copyto(d, s),
+                 l2_bytes=2**14, max_bytes=2**24)
+
+
+def emulator_info() -> dict:
+    from .gpu._emulator import find_compiler
+
+    return {"name": "CPU emulator (int4ref.gpu._emulator), not a GPU", "compute_capability": None,
+            "compiler": find_compiler(), "cpu": platform.processor() or platform.machine()}
+
+
+# ---------------------------------------------------------------------------------------
+# stages: what a run measures, in order
+
+#: What each profile measures: the copy buffer, the quantize / dequantize tensor, the GEMV
+#: shapes and activation rows. "emulator": the same stages on shapes the CPU emulator runs
+#: in seconds (K a multiple of 128, as INT4 with groups of 128 needs).
+PROFILES = {
+    "full": {"copy_bytes": 1024 * 2**20, "bulk": BULK_SHAPE, "gemv_shapes": GEMV_SHAPES, "ms": GEMV_MS},
+    "quick": {"copy_bytes": 64 * 2**20, "bulk": (1024, 1024), "gemv_shapes": ((1024, 1024),), "ms": (1, 4)},
+    "emulator": {"copy_bytes": 2**12, "bulk": (8, 256), "gemv_shapes": ((20, 256),), "ms": GEMV_MS},
+}
+#: (format, group size, scale dtype) of the quantize / dequantize stages
+BULK_FORMATS = (("nf4", 64, np.float32), ("int4_sym", 128, np.float16))
+
+
+def stages(bench: Bench, profile: str = "full") -> list:
+    """The measurements of a run, in order: ``[(name, fn(copy_gbps) -> rows), ...]``."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    p = PROFILES[profile]
+    out = [("copy", lambda _: [measure_copy(bench, p["copy_bytes"])])]
+    for fmt, g, sdt in BULK_FORMATS:
+        def bulk(copy_gbps, fmt=fmt, g=g, sdt=sdt):
+            rows = []
+            for out_dtype in (np.float16, np.float32):
+                rows += measure_dequantize(bench, copy_gbps, p["bulk"], fmt, g, sdt, out_dtype)
+            for in_dtype in (np.float16, np.float32):
+                rows += measure_quantize(bench, copy_gbps, p["bulk"], in_dtype, fmt, g, sdt)
+            return rows
+
+        out.append((f"dequantize and quantize {fmt}", bulk))
+    for shape in p["gemv_shapes"]:
+        out.append((f"gemv {shape[0]}x{shape[1]}", lambda _, shape=shape: measure_gemv(bench, shape, p["ms"])))
+    return out
+
+
+def run_stages(bench: Bench, profile: str = "full", budget_s: float | None = None,
+               on_stage=None) -> tuple[list[Row], list[str], list[str]]:
+    """Run the stages in order; after ``budget_s`` seconds start no new one.
+
+    Returns ``(rows, skipped, failed)``: ``skipped`` names each stage left out by the budget,
+    ``failed`` each stage that raised (with the error; the stages after it still run, except
+    after a failed copy, which every fraction needs). ``on_stage(rows, skipped, failed, name)``
+    is called after every stage (the JSON checkpoint).
+    """
+    if budget_s is not None and not budget_s > 0:
+        raise ValueError(f"budget_s must be a positive number of seconds, got {budget_s!r}")
+    t0 = time.perf_counter()
+    rows, skipped, failed, copy_gbps = [], [], [], None
+    for name, fn in stages(bench, profile):
+        elapsed = time.perf_counter() - t0
+        if name != "copy" and budget_s is not None and elapsed > budget_s:
+            skipped.append(f"{name} (the time budget of {budget_s:.0f} s was spent after {elapsed:.0f} s)")
+            continue
+        try:
+            new = fn(copy_gbps)
+        except Exception as exc:  # recorded and reported; one broken stage must not cost the others
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+            print(f"stage '{name}' FAILED:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            if name == "copy":
+                break
+            new = []
+        if name == "copy":
+            copy_gbps = new[0].gbps
+        rows += new
+        if on_stage is not None:
+            on_stage(rows, skipped, failed, name)
+    return rows, skipped, failed
+
+
 def run(bench: Bench, quick: bool = False) -> list[Row]:
-    rows = [measure_copy(bench, (64 if quick else 1024) * 2**20)]
-    copy_gbps = rows[0].gbps
-    bulk = (1024, 1024) if quick else BULK_SHAPE
-    for fmt, g, sdt in (("nf4", 64, np.float32), ("int4_sym", 128, np.float16)):
-        for out in (np.float16, np.float32):
-            rows += measure_dequantize(bench, copy_gbps, bulk, fmt, g, sdt, out)
-        for in_dtype in (np.float16, np.float32):
-            rows += measure_quantize(bench, copy_gbps, bulk, in_dtype, fmt, g, sdt)
-    for shape in ((1024, 1024),) if quick else GEMV_SHAPES:
-        rows += measure_gemv(bench, shape, (1, 4) if quick else GEMV_MS)
+    rows, _, failed = run_stages(bench, "quick" if quick else "full")
+    if failed:
+        raise RuntimeError("benchmark stages failed: " + "; ".join(failed))
     return rows
+
+
+# ---------------------------------------------------------------------------------------
+# the record (results/bench-gpu.json) and what the book shows of it
+
+METHOD = ("CUDA events around CUDA-graph batches of calls (see 'timing' per row), median of samples; "
+          "inputs rotate through copies totalling >= 4x L2")
+WRONG_RESULT = 1e-3  # a GEMV whose max |error| / max |reference| exceeds this is wrong, not slow
+
+
+def environment() -> dict:
+    """What the benchmark runs with: versions, the device, NVRTC and where it finds the CUDA headers."""
+    import importlib
+
+    from .gpu import _kernels, device_status
+    from .gpu._emulator import find_compiler
+
+    env = {"python": platform.python_version(), "executable": sys.executable, "platform": platform.platform()}
+    for name in ("numpy", "scipy", "pytest", "hypothesis", "cupy"):
+        try:
+            env[name] = importlib.import_module(name).__version__
+        except Exception as exc:  # reported, not raised: this is a diagnosis
+            env[name] = f"not available ({type(exc).__name__}: {exc})"
+    ok, why = device_status()
+    env["gpu_available"], env["gpu"] = ok, why
+    try:
+        env["nvrtc"] = ".".join(map(str, _kernels.nvrtc_version()))
+        dirs = [o[2:] for o in _kernels.include_options() if o.startswith("-I")]
+        found = [d for d in dirs if (Path(d) / "cuda_fp16.h").is_file()]
+        env["cuda_fp16_h"] = found[0] if found else f"NOT FOUND in {dirs} (the kernels will not compile)"
+    except Exception as exc:
+        env["nvrtc"] = f"not available ({type(exc).__name__}: {exc})"
+    env["emulator_compiler"] = find_compiler()
+    env["CUDA_PATH"] = os.environ.get("CUDA_PATH")
+    return env
+
+
+def provenance() -> dict:
+    """``{"commit", "commit_source"}``: git of this checkout, else ``$INT4REF_COMMIT`` (a copied tree)."""
+    from .bench import commit
+
+    root = Path(__file__).resolve().parent.parent
+    env = os.environ.get("INT4REF_COMMIT", "").strip() or None
+    git = commit() if (root / ".git").exists() else None  # no .git: a parent repository is not ours
+    if git:
+        out = {"commit": git, "commit_source": "git rev-parse HEAD"}
+        if env and not git.startswith(env):
+            out["commit_env"] = env  # the caller said otherwise: keep both
+        return out
+    if env:
+        return {"commit": env, "commit_source": "INT4REF_COMMIT (no git repository in the measured tree)"}
+    return {"commit": None, "commit_source": "unknown: no .git and no INT4REF_COMMIT"}
+
+
+def make_record(rows: list[Row], device: dict, *, profile: str = "full", skipped=(), failed=(), complete: bool = True,
+                emulated: bool = False, method: str = METHOD, elapsed_s: float | None = None,
+                env: dict | None = None) -> dict:
+    """The JSON record of a run (what ``--json`` writes and the book renders)."""
+    import int4ref
+
+    copy = next((r for r in rows if r.kernel == "copy"), None)
+    return {
+        "benchmark": "gpu",
+        "emulated": bool(emulated),
+        "profile": profile,
+        "quick": profile == "quick",
+        "complete": bool(complete),
+        "skipped": list(skipped),
+        "failed": list(failed),
+        "device": device,
+        "versions": {"int4ref": int4ref.__version__, "numpy": np.__version__, "python": platform.python_version()},
+        **provenance(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "elapsed_s": None if elapsed_s is None else round(elapsed_s, 1),
+        "method": method,
+        "copy_GBps": None if copy is None else copy.gbps,
+        "goals": {"dequantize_fraction_of_copy": DEQUANT_GOAL, "quantize_fraction_of_copy": QUANT_GOAL,
+                  "gemv_speedup_at_M1": {f"{n}x{k}": v for (n, k), v in GEMV_GOALS.items()}},
+        "rows": [asdict(r) for r in rows],
+        "table": format_table(rows),
+        "environment": env,
+    }
+
+
+def wrong_rows(rows) -> list:
+    """GEMV rows (Row or dict) whose result is wrong (relative error above WRONG_RESULT)."""
+    out = []
+    for r in rows:
+        extra = r["extra"] if isinstance(r, dict) else r.extra
+        err = extra.get("max_abs_err_over_max_abs_ref")
+        if err is not None and not err <= WRONG_RESULT:
+            out.append(r)
+    return out
+
+
+def _shape(r: dict) -> str:
+    return "x".join(str(v) for v in r["shape"])
+
+
+def report(record: dict) -> dict[str, str]:
+    """Markdown for the book from a record: ``provenance``, ``bandwidth``, ``gemv``, ``goals``."""
+    if not isinstance(record, dict) or record.get("benchmark") != "gpu" or "rows" not in record:
+        raise ValueError("not a GPU benchmark record (python -m int4ref.bench gpu --json writes one)")
+    d = record.get("device") or {}
+    rows = record["rows"]
+    emulated = bool(record.get("emulated"))
+    parts = []
+    if record.get("emulated"):
+        parts.append("**Not a measurement.** This record comes from the CPU emulator (`--emulator`): it checks "
+                     "the benchmark's code on tiny shapes, and its times are CPU wall-clock times that say "
+                     "nothing about a GPU.")
+    if record.get("quick"):
+        parts.append("**Quick run** (small shapes): a smoke test, not a result.")
+    if not record.get("complete", True):
+        missing = "; ".join(record.get("skipped") or []) or "the stages after the last one listed below"
+        parts.append(f"**Incomplete run.** Not measured: {missing}.")
+    if record.get("failed"):
+        parts.append("**Failed stages** (no rows): " + "; ".join(record["failed"]) + ".")
+    cc = d.get("compute_capability")
+    where = d.get("name", "an unnamed device") + (f" (compute capability {cc})" if cc else "")
+    details = ", ".join(template.format(d[key]) for key, template in (
+        ("memory_GiB", "{} GiB of memory"), ("l2_MiB", "{} MiB of L2"), ("driver", "driver {}"),
+        ("cuda_runtime", "CUDA runtime {}"), ("nvrtc", "NVRTC {}"), ("cupy", "CuPy {}")) if d.get(key) is not None)
+    commit = record.get("commit")
+    commit_text = f"`{commit}`" if commit else "unknown"
+    parts.append(f"Device: **{where}**" + (f"; {details}" if details else "") + f". int4ref commit {commit_text} "
+                 f"({record.get('commit_source', 'source not recorded')}); measured {record.get('date', '?')}.")
+    if record.get("copy_GBps"):
+        parts.append(f"Copy bandwidth measured in the same run (bytes read + written): "
+                     f"{record['copy_GBps']:.0f} GB/s. Every fraction below is of this figure.")
+    timings = sorted({r["timing"] for r in rows})
+    parts.append("Timing: " + "; ".join(timings) + ".")
+    out = {"provenance": "\n\n".join(parts)}
+
+    lines = ["| kernel | version | configuration | shape | time (us) | GB/s | fraction of copy | goal |",
+             "|---|---|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        if r["kernel"] not in ("copy", "dequantize", "quantize"):
+            continue
+        goal = "" if r.get("goal") is None or emulated else (
+            f">= {r['goal']:.1f}: " + ("met" if r.get("meets_goal") else "missed"))
+        shape = _shape(r) if r["kernel"] != "copy" else r["config"]
+        lines.append(f"| {r['kernel']} | {r['version']} | {r['config'] if r['kernel'] != 'copy' else ''} | {shape} "
+                     f"| {1e3 * r['ms']:.1f} | {r['gbps']:.0f} | {r['fraction_of_copy']:.2f} | {goal} |")
+    out["bandwidth"] = "\n".join(lines)
+
+    gemv = [r for r in rows if r["kernel"] == "gemv"]
+    base = {}
+    for r in rows:
+        if r["kernel"] == "fp16 gemv (cuBLAS)":
+            key = (tuple(r["shape"]), r["M"])
+            base[key] = min(base.get(key, r["ms"]), r["ms"])
+    order = {tuple(s): i for i, s in enumerate(GEMV_SHAPES)}
+    shapes = sorted({tuple(r["shape"]) for r in gemv}, key=lambda s: (order.get(s, len(order)), s))
+    versions = sorted({r["version"] for r in gemv})
+    lines = ["| W (N x K) | weights | M | cuBLAS fp16 (us) | " + " | ".join(
+        f"{v}: speedup (us)" for v in versions) + " | goal at M = 1 |",
+             "|---|---|---:|---:|" + "---:|" * len(versions) + "---|"]
+    wrong = {id(r) for r in wrong_rows(gemv)}
+    for shape in shapes:
+        configs = sorted({r["config"] for r in gemv if tuple(r["shape"]) == shape})
+        for config in configs:
+            for M in sorted({r["M"] for r in gemv if tuple(r["shape"]) == shape}):
+                cells, goal = [], ""
+                for v in versions:
+                    hit = [r for r in gemv if (tuple(r["shape"]), r["config"], r["M"], r["version"]) == (
+                        shape, config, M, v)]
+                    if not hit:
+                        cells.append("")
+                        continue
+                    r = hit[0]
+                    cell = f"{r['speedup']:.2f}x ({1e3 * r['ms']:.1f})"
+                    if id(r) in wrong:
+                        cell += " WRONG RESULT"
+                    cells.append(cell)
+                    if r.get("goal") is not None and not emulated:
+                        goal = f">= {r['goal']:.1f}x: " + ("met" if r.get("meets_goal") else "missed") + f" ({v})"
+                b = base.get((shape, M))
+                lines.append(f"| {shape[0]}x{shape[1]} | {config} | {M} | {'' if b is None else f'{1e3 * b:.1f}'} | "
+                             + " | ".join(cells) + f" | {goal} |")
+    out["gemv"] = "\n".join(lines)
+
+    goals = []
+    best = {}
+    for r in rows:
+        if r.get("goal") is None:
+            continue
+        key = (r["kernel"], r["config"], _shape(r), r["M"])
+        value = r["speedup"] if r["kernel"] == "gemv" else r["fraction_of_copy"]
+        if key not in best or value > best[key][0]:
+            best[key] = (value, r)
+    for (kernel, config, shape, M), (value, r) in ({} if emulated else best).items():
+        met = "met" if value >= r["goal"] else "missed"
+        if kernel == "gemv":
+            goals.append(f"- GEMV at M = 1, W {shape}, {config}: {value:.2f}x over cuBLAS fp16 at best "
+                         f"(version {r['version']}); goal {r['goal']:.1f}x, **{met}**.")
+        else:
+            goals.append(f"- {kernel.capitalize()}, {config}, {shape}: {value:.2f} of copy bandwidth at best "
+                         f"(version: {r['version']}); goal {r['goal']:.1f}, **{met}**.")
+    if emulated:
+        goals.append("- Goals are not judged on an emulator record.")
+    if wrong:
+        goals.append(f"- **{len(wrong)} GEMV row(s) gave a WRONG RESULT** (relative error above {WRONG_RESULT:g}); "
+                     "their times do not count.")
+    out["goals"] = "\n".join(goals) if goals else "No row of this record carries a goal."
+    return out
 
 
 def format_table(rows: list[Row]) -> str:
@@ -352,7 +663,7 @@ def format_table(rows: list[Row]) -> str:
             goal = (f">={r.goal:.1f}" if r.kernel != "gemv" else f">={r.goal:.1f}x") + (
                 " ok" if r.meets_goal else " MISSED")
         err = r.extra.get("max_abs_err_over_max_abs_ref")
-        if err is not None and err > 1e-3:
+        if err is not None and not err <= WRONG_RESULT:
             goal += f" WRONG RESULT (error {err:.1e})"
         lines.append(f"{r.kernel:20s} {r.version:30s} {r.config:36s} {shape:>12s} {'' if r.M is None else r.M:>3} "
                      f"{r.ms:9.4f} {gbps} {frac} {speed} {goal}")
@@ -365,42 +676,74 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=15, help="timed samples per measurement (median reported)")
     parser.add_argument("--quick", action="store_true", help="small shapes only (a smoke test, not a result)")
     parser.add_argument("--no-graphs", action="store_true", help="time plain launches instead of CUDA graphs")
+    parser.add_argument("--budget", type=float, metavar="SECONDS",
+                        help="start no new stage after this many seconds (the skipped ones are recorded)")
+    parser.add_argument("--emulator", action="store_true",
+                        help="run the benchmark's code on the CPU emulator, tiny shapes (a check, not a measurement)")
+    parser.add_argument("--environment", action="store_true",
+                        help="print versions, device, NVRTC, CUDA headers and commit as JSON (and write it to "
+                             "--json), and exit")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.budget is not None and not args.budget > 0:
+        parser.error(f"--budget must be a positive number of seconds, got {args.budget}")
 
-    from .bench import commit, write_record
-    from .gpu import device_status
+    from .bench import write_record
 
-    ok, why = device_status()
-    if not ok:
-        print(f"python -m int4ref.bench gpu: no GPU to measure on: {why}", file=sys.stderr)
-        return 2
-    info = device_info()
-    print(f"{info['name']} (sm_{info['compute_capability'].replace('.', '')}), driver {info['driver']}, "
-          f"CUDA {info['cuda_runtime']}, NVRTC {info['nvrtc']}, CuPy {info['cupy']}")
+    if args.environment:
+        env = {**environment(), **provenance()}
+        print(json.dumps(env, indent=1))
+        if args.json:
+            write_record(args.json, env)
+        return 0
+    env = environment()
+    if args.emulator:
+        if env["emulator_compiler"] is None:
+            print("python -m int4ref.bench gpu --emulator: no C++ compiler (g++ or clang++) for the CPU emulator",
+                  file=sys.stderr)
+            return 2
+        info, profile, method = emulator_info(), "emulator", "wall clock around one call on the CPU emulator"
+        print("CPU emulator: checks the benchmark's code on tiny shapes; the times mean nothing about a GPU")
+        bench = emulator_bench()
+    else:
+        from .gpu import device_status
+
+        ok, why = device_status()
+        if not ok:
+            print(f"python -m int4ref.bench gpu: no GPU to measure on: {why}", file=sys.stderr)
+            return 2
+        info, profile, method = device_info(), "quick" if args.quick else "full", METHOD
+        print(f"{info['name']} (sm_{info['compute_capability'].replace('.', '')}), driver {info['driver']}, "
+              f"CUDA {info['cuda_runtime']}, NVRTC {info['nvrtc']}, CuPy {info['cupy']}")
+        bench = cupy_bench(args.repeats, use_graphs=not args.no_graphs)
     t0 = time.perf_counter()
-    rows = run(cupy_bench(args.repeats, use_graphs=not args.no_graphs), quick=args.quick)
+
+    def checkpoint(rows, skipped, failed, name):
+        state = "FAILED" if failed and failed[-1].startswith(name + ":") else "done"
+        print(f"[{time.perf_counter() - t0:6.1f} s] {name}: {state}", flush=True)
+        if args.json:
+            write_record(args.json, make_record(rows, info, profile=profile, skipped=skipped, failed=failed,
+                                                complete=False, emulated=args.emulator, method=method,
+                                                elapsed_s=time.perf_counter() - t0, env=env))
+
+    rows, skipped, failed = run_stages(bench, profile, args.budget, checkpoint)
+    elapsed = time.perf_counter() - t0
     table = format_table(rows)
     print(table)
-    print(f"({time.perf_counter() - t0:.0f} s)")
+    for s in skipped:
+        print(f"skipped: {s}")
+    for f in failed:
+        print(f"FAILED: {f}", file=sys.stderr)
+    print(f"({elapsed:.0f} s)")
     if args.json:
-        import int4ref
-
-        result = {
-            "benchmark": "gpu",
-            "quick": args.quick,
-            "device": info,
-            "versions": {"int4ref": int4ref.__version__, "numpy": np.__version__, "python": platform.python_version()},
-            "commit": commit(),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "method": "CUDA events around CUDA-graph batches of calls (see 'timing' per row), median of samples; "
-                      "inputs rotate through copies totalling >= 4x L2",
-            "goals": {"dequantize_fraction_of_copy": DEQUANT_GOAL, "quantize_fraction_of_copy": QUANT_GOAL,
-                      "gemv_speedup_at_M1": {f"{n}x{k}": v for (n, k), v in GEMV_GOALS.items()}},
-            "rows": [asdict(r) for r in rows],
-            "table": table,
-        }
-        write_record(args.json, result)
-    return 0
+        write_record(args.json, make_record(rows, info, profile=profile, skipped=skipped, failed=failed,
+                                            complete=not skipped and not failed, emulated=args.emulator,
+                                            method=method, elapsed_s=elapsed, env=env))
+    wrong = wrong_rows(rows)
+    if wrong:
+        print(f"{len(wrong)} GEMV result(s) WRONG (relative error above {WRONG_RESULT:g})", file=sys.stderr)
+    return 1 if wrong or failed else 0
 
 
 if __name__ == "__main__":

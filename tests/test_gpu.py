@@ -14,6 +14,8 @@ The emulator proves indexing, packing, reductions and the float32 arithmetic on 
 machine without a GPU; it says nothing about speed. Tests marked ``needs_gpu`` check
 what only a GPU can (the public CuPy API end to end, large tensors, the benchmark).
 CI sets INT4REF_REQUIRE_EMULATOR=1: there a missing C++ compiler is a failure, not a skip.
+tools/device_check.sh sets INT4REF_REQUIRE_GPU=1 on the device machine: there a missing GPU
+fails the ``cupy`` and ``needs_gpu`` tests instead of skipping them.
 """
 from __future__ import annotations
 
@@ -32,10 +34,26 @@ from int4ref.gpu._emulator import EmulatorBackend, EmulatorError, find_compiler
 from int4ref.packing import pack_nibbles
 
 HAVE_GPU, GPU_REASON = device_status()
-needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason=f"no GPU: {GPU_REASON}")
+# tools/device_check.sh sets this on the device machine: there a GPU test that cannot run fails
+REQUIRE_GPU = os.environ.get("INT4REF_REQUIRE_GPU") == "1"
 no_gpu_only = pytest.mark.skipif(HAVE_GPU, reason="checks the behaviour without a GPU")
 FORMATS = _api.SUPPORTED_FORMATS
 f16, f32 = np.float16, np.float32
+
+
+def skip_without_gpu():
+    if not HAVE_GPU:
+        if REQUIRE_GPU:
+            pytest.fail(f"INT4REF_REQUIRE_GPU=1 but no GPU: {GPU_REASON}")
+        pytest.skip(f"no GPU: {GPU_REASON}")
+
+
+@pytest.fixture
+def gpu():
+    skip_without_gpu()
+
+
+needs_gpu = pytest.mark.usefixtures("gpu")
 
 
 def skip_without_compiler():
@@ -56,8 +74,7 @@ def emulator():
 def be(request):
     if request.param == "emulator":
         return request.getfixturevalue("emulator")
-    if not HAVE_GPU:
-        pytest.skip(f"no GPU: {GPU_REASON}")
+    skip_without_gpu()
     return cupy_backend()
 
 
@@ -527,6 +544,8 @@ def test_benchmark_quick_run(tmp_path):
     for version in _kernels.GEMV_VERSIONS:
         assert ("gemv", version) in kinds
     assert all(r["extra"].get("max_abs_err_over_max_abs_ref", 0) <= 1e-3 for r in result["rows"])
+    assert result["complete"] and not result["emulated"] and result["quick"]
+    assert bench_gpu.report(result)["gemv"].count("\n") >= 2
 
 
 @no_gpu_only

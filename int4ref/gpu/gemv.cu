@@ -63,7 +63,9 @@ __device__ __forceinline__ void store_y(void* y, int y_is_half, long long i, flo
 // different memory segments: nothing is coalesced, and the L1 cache is what keeps it
 // from being hopeless. Works for any even group_size that divides K.
 // Launch: blockDim.x = 128, gridDim.x = ceil(N / 128).
-// Measured: NOT YET MEASURED ON A GPU (placeholder; see results/bench-gpu.json).
+// Measured: not yet on a GPU. tools/device_check.sh runs the benchmark that times this
+// version (python -m int4ref.bench gpu); its bench-gpu.json, once committed as
+// results/bench-gpu.json, is rendered in the Results section of book/gpu-kernels.md.
 template <typename S>
 __global__ void __launch_bounds__(128)
 gemv_v1(const u8* __restrict__ W, const S* __restrict__ scales, const float* __restrict__ table,
@@ -110,7 +112,9 @@ gemv_v1(const u8* __restrict__ W, const S* __restrict__ scales, const float* __r
 // 64 bytes per m per step; the weights with evict-first loads.
 // Needs K % 32 == 0 and group_size % 32 == 0.
 // Launch: blockDim.x = 128 (4 rows per block), gridDim.x = ceil(N / 4).
-// Measured: NOT YET MEASURED ON A GPU (placeholder; see results/bench-gpu.json).
+// Measured: not yet on a GPU. tools/device_check.sh runs the benchmark that times this
+// version (python -m int4ref.bench gpu); its bench-gpu.json, once committed as
+// results/bench-gpu.json, is rendered in the Results section of book/gpu-kernels.md.
 template <typename S>
 __global__ void __launch_bounds__(128)
 gemv_v2(const u8* __restrict__ W, const S* __restrict__ scales, const float* __restrict__ table,
@@ -183,7 +187,9 @@ gemv_v2(const u8* __restrict__ W, const S* __restrict__ scales, const float* __r
 // Rows past N (the last warp) are computed on row N - 1 and not stored, so the loop has
 // no branch on the row. Needs K % 32 == 0 and group_size % 32 == 0.
 // Launch: blockDim.x = 128 (4 warps, 4 * R rows per block), gridDim.x = ceil(N / (4 * R)).
-// Measured: NOT YET MEASURED ON A GPU (placeholder; see results/bench-gpu.json).
+// Measured: not yet on a GPU. tools/device_check.sh runs the benchmark that times this
+// version (python -m int4ref.bench gpu); its bench-gpu.json, once committed as
+// results/bench-gpu.json, is rendered in the Results section of book/gpu-kernels.md.
 #define GEMV_V3_ROWS(M_MAX) ((M_MAX) >= 16 ? 2 : 4)
 
 template <typename S, int M_MAX, bool UNIFORM>

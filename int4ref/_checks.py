@@ -44,6 +44,21 @@ def as_float_array(x, name: str = "x", allowed=FLOAT_DTYPES) -> np.ndarray:
     return arr
 
 
+def as_float32_input(x, name: str = "x") -> np.ndarray:
+    """:func:`as_float_array`, and every value fits in float32 (which int4ref computes in).
+
+    The dtype is kept (float64 stays float64); a float64 value beyond float32's range is a
+    ValueError rather than an Inf after the cast.
+    """
+    arr = as_float_array(x, name)
+    if arr.dtype == np.float64:
+        big = np.abs(arr) > np.finfo(np.float32).max
+        if big.any():
+            i = int(np.flatnonzero(big.ravel())[0])
+            raise ValueError(f"{name}[{i}] = {arr.ravel()[i]:.3g} does not fit in float32, which int4ref computes in")
+    return arr
+
+
 def check_codes(codes, bits: int = 4, name: str = "codes") -> np.ndarray:
     """Check that ``codes`` is an integer array with every value in [0, 2**bits)."""
     arr = np.asarray(codes)

@@ -18,7 +18,7 @@ every midpoint and its neighbours, and random values.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from .formats import Format, get_format
 f32 = np.float32
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bucket_tables(name: str):
     """Per 16-bit bucket: the sorted position below its midpoint, and that midpoint."""
     fmt = get_format(name)
@@ -58,7 +58,7 @@ def nearest(fmt: Format, normalized: np.ndarray) -> np.ndarray:
     return position if order is None else np.take(order, position)
 
 
-@lru_cache(maxsize=None)
+@cache
 def byte_pairs(table_bytes: bytes) -> np.ndarray:
     """(256, 2) float32: the values of a packed byte's high and low nibble."""
     table = np.frombuffer(table_bytes, dtype=f32)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ._checks import check_positive_int
-from .gptq import _check_activations, _check_format, _check_group_size, _check_weight
+from .gptq import check_activations, check_format, check_group_size, check_weight
 from .quant import QuantizedTensor, dequantize, quantize
 
 f32 = np.float32
@@ -100,11 +100,11 @@ def awq_quantize(
     * ``n_sample_tokens``: the clipping search uses every ``n // n_sample_tokens``-th row of
       ``x`` (the reference's subsampling; all rows when ``n < 2 * n_sample_tokens``).
     """
-    fmt = _check_format(format)
-    W = _check_weight(weight)
+    fmt = check_format(format)
+    W = check_weight(weight)
     n_out, n_in = W.shape
-    x = _check_activations(x, n_in).astype(np.float64)
-    g = _check_group_size(group_size, n_in)
+    x = check_activations(x, n_in).astype(np.float64)
+    g = check_group_size(group_size, n_in)
     if not (isinstance(max_shrink, (int, float)) and 0 <= max_shrink < 1):
         raise ValueError(f"max_shrink must be in [0, 1), got {max_shrink!r}")
     n_grid = check_positive_int(n_grid, "n_grid")

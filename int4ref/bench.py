@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .results import commit, machine, write_record
+
+__all__ = ["Row", "commit", "format_table", "machine", "main", "run_cpu", "write_record"]
 
 
 @dataclass
@@ -106,7 +106,8 @@ def bnb_rows(x: np.ndarray, repeats: int) -> list[Row]:
     except Exception as exc:  # ImportError, or bitsandbytes failing to load its library
         reason = f"bitsandbytes/torch not available ({type(exc).__name__}: {exc}); install int4ref[peers]"
         return [Row(n, None, "bitsandbytes (CPU)", None, g, reason) for n, g in zip(names, (0.25, 1.0))]
-    peer = f"bitsandbytes {bitsandbytes.__version__} (CPU, torch {torch.__version__}, {torch.get_num_threads()} threads)"
+    peer = (f"bitsandbytes {bitsandbytes.__version__} (CPU, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads)")
     xt = torch.from_numpy(x)
     p, s = F.quantize_4bit(xt, blocksize=64, quant_type="nf4")
     packed, state = ours.quantize_4bit(x, 64, "nf4")
@@ -136,40 +137,6 @@ def _dist_version(name: str) -> str | None:
         return version(name)
     except Exception:
         return None
-
-
-def machine() -> dict:
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cores": cores, "platform": platform.platform(), "python": platform.python_version(),
-            "numpy": np.__version__}
-
-
-def commit() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
-    except Exception:
-        return None
-
-
-def write_record(path: Path, record: dict) -> None:
-    """Write a benchmark record as indented JSON (the files under results/)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {path}")
 
 
 def format_table(rows: list[Row]) -> str:

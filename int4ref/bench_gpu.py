@@ -127,26 +127,26 @@ def measure_copy(bench: Bench, nbytes: int) -> Row:
 
 
 def measure_dequantize(bench: Bench, copy_gbps: float, shape, fmt: str, g: int, scale_dtype, out_dtype) -> list[Row]:
-    from .gpu import _api, _kernels
+    from .gpu import kernels, ops
 
     be = bench.be
     w = _randn(bench, shape, np.float32, 1)
-    qt = _api.quantize(be, w, fmt, g, scale_dtype)
+    qt = ops.quantize(be, w, fmt, g, scale_dtype)
     del w
     n = qt.size
     out = be.empty(n, out_dtype)
     in_bytes = qt.packed.nbytes + qt.scales.nbytes
     k = rotations(bench, in_bytes)
     packs, scales = _copies(bench, qt.packed, k), _copies(bench, qt.scales, k)
-    values = _api._values(be, _api.gpu_format(fmt))
+    values = ops.device_values(be, ops.gpu_format(fmt))
     moved = in_bytes + out.nbytes
     rows = []
     for nbytes in (1, 8):
-        plan = _api.dequantize_plan(n, g, True)
+        plan = ops.dequantize_plan(n, g, True)
         if nbytes == 8 and plan["bytes"] != 8:
             continue
         grid = (math.ceil(math.ceil(n / 2) / nbytes / 256),)
-        expr = _kernels.dequantize_expr(_api._CTYPE[np.dtype(scale_dtype)], _api._CTYPE[np.dtype(out_dtype)], nbytes)
+        expr = kernels.dequantize_expr(ops.CTYPE[np.dtype(scale_dtype)], ops.CTYPE[np.dtype(out_dtype)], nbytes)
         args = [(packs[i], np.int64(n), np.int32(g), values, scales[i], out) for i in range(k)]
         med, samples, method = bench.timer(lambda i: be.launch("dequantize.cu", expr, grid, (256,), args[i % k]), k)
         gbps = moved / med / 1e6
@@ -159,10 +159,10 @@ def measure_dequantize(bench: Bench, copy_gbps: float, shape, fmt: str, g: int, 
 
 
 def measure_quantize(bench: Bench, copy_gbps: float, shape, in_dtype, fmt: str, g: int, scale_dtype) -> list[Row]:
-    from .gpu import _api, _kernels
+    from .gpu import kernels, ops
 
     be = bench.be
-    fmt_obj = _api.gpu_format(fmt)
+    fmt_obj = ops.gpu_format(fmt)
     x = _randn(bench, shape, in_dtype, 2).reshape(-1)
     n = x.size
     k = rotations(bench, x.nbytes)
@@ -171,15 +171,15 @@ def measure_quantize(bench: Bench, copy_gbps: float, shape, in_dtype, fmt: str, 
     n_groups = math.ceil(n / g)
     scales = be.empty(n_groups, scale_dtype)
     flags = be.zeros(1, np.int32)
-    _, _, order = _api.format_tables(fmt_obj)
-    mids = _api._midpoints(be, fmt_obj)
+    _, _, order = ops.format_tables(fmt_obj)
+    mids = ops.device_midpoints(be, fmt_obj)
     moved = x.nbytes + packed.nbytes + scales.nbytes
     rows = []
-    full = _api.quantize_plan(n, g, x.dtype.itemsize, True)["vec"]
+    full = ops.quantize_plan(n, g, x.dtype.itemsize, True)["vec"]
     for vec in sorted({2, full}):
-        lpg = min(32, _api._next_pow2(math.ceil(g / vec)))
+        lpg = min(32, ops.next_pow2(math.ceil(g / vec)))
         grid = (math.ceil(n_groups / (8 * (32 // lpg))),)
-        expr = _kernels.quantize_expr(_api._CTYPE[np.dtype(in_dtype)], fmt_obj.kind == "int_sym", vec)
+        expr = kernels.quantize_expr(ops.CTYPE[np.dtype(in_dtype)], fmt_obj.kind == "int_sym", vec)
         args = [(xs[i], np.int64(n), np.int32(g), np.int32(lpg), mids, np.uint64(order), packed, scales,
                  np.int32(np.dtype(scale_dtype) == np.float16), flags) for i in range(k)]
         med, samples, method = bench.timer(lambda i: be.launch("quantize.cu", expr, grid, (256,), args[i % k]), k)
@@ -193,7 +193,7 @@ def measure_quantize(bench: Bench, copy_gbps: float, shape, in_dtype, fmt: str, 
 
 
 def measure_gemv(bench: Bench, shape, ms=GEMV_MS, formats=GEMV_FORMATS, versions=("v1", "v2", "v3")) -> list[Row]:
-    from .gpu import _api
+    from .gpu import ops
 
     be, xp = bench.be, bench.be.xp
     N, K = shape
@@ -208,10 +208,10 @@ def measure_gemv(bench: Bench, shape, ms=GEMV_MS, formats=GEMV_FORMATS, versions
     xs = {M: _randn(bench, (M, K), np.float16, 4 + M) for M in ms}
     quantized, references = [], {}
     for label, fmt, g, sdt in formats:
-        qt = _api.quantize(be, w, fmt, g, sdt)
+        qt = ops.quantize(be, w, fmt, g, sdt)
         k = rotations(bench, qt.packed.nbytes + qt.scales.nbytes)
         quantized.append((label, fmt, g, qt, _copies(bench, qt.packed, k), _copies(bench, qt.scales, k), k))
-        deq = _api.dequantize(be, qt, np.float32)  # float32 reference on the dequantized weights
+        deq = ops.dequantize(be, qt, np.float32)  # float32 reference on the dequantized weights
         for M, x in xs.items():
             references[label, M] = x.astype(np.float32) @ deq.T
         del deq
@@ -228,15 +228,15 @@ def measure_gemv(bench: Bench, shape, ms=GEMV_MS, formats=GEMV_FORMATS, versions
                             bytes=2 * N * K, gbps=2 * N * K / med / 1e6, extra={"rotations": k16}))
         baseline = min(base.values())
         for label, fmt, g, qt, packs, scales, k in quantized:
-            values = _api._values(be, _api.gpu_format(fmt))
+            values = ops.device_values(be, ops.gpu_format(fmt))
             moved = qt.packed.nbytes + qt.scales.nbytes
             best = None
             for version in versions:
                 med, samples, method = bench.timer(
-                    lambda i, version=version: _api.run_gemv(be, version, packs[i % k], scales[i % k], values, x, y,
+                    lambda i, version=version: ops.run_gemv(be, version, packs[i % k], scales[i % k], values, x, y,
                                                              M, N, K, g, fmt == "int4_sym"), k)
                 speedup = baseline / med
-                _api.run_gemv(be, version, packs[0], scales[0], values, x, y, M, N, K, g, fmt == "int4_sym")
+                ops.run_gemv(be, version, packs[0], scales[0], values, x, y, M, N, K, g, fmt == "int4_sym")
                 ref = references[label, M]
                 err = float(xp.abs(y.astype(np.float32) - ref).max() / xp.abs(ref).max())
                 rows.append(Row("gemv", version, label, [N, K], M, med, samples, method, bytes=moved,
@@ -256,7 +256,7 @@ def measure_gemv(bench: Bench, shape, ms=GEMV_MS, formats=GEMV_FORMATS, versions
 def cupy_bench(repeats: int, warmup: int = 3, use_graphs: bool = True) -> Bench:
     import cupy as cp
 
-    from .gpu._backend import cupy_backend
+    from .gpu.backend import cupy_backend
 
     be = cupy_backend()
     dev = cp.cuda.Device()
@@ -318,7 +318,7 @@ def cupy_bench(repeats: int, warmup: int = 3, use_graphs: bool = True) -> Bench:
 def device_info() -> dict:
     import cupy as cp
 
-    from .gpu import _kernels
+    from .gpu import kernels
 
     dev = cp.cuda.Device()
     props = cp.cuda.runtime.getDeviceProperties(dev.id)
@@ -335,7 +335,7 @@ def device_info() -> dict:
         "l2_MiB": round(dev.attributes.get("L2CacheSize", 0) / 2**20, 1),
         "driver": ver(cp.cuda.runtime.driverGetVersion()),
         "cuda_runtime": ver(cp.cuda.runtime.runtimeGetVersion()),
-        "nvrtc": ".".join(map(str, _kernels.nvrtc_version())),
+        "nvrtc": ".".join(map(str, kernels.nvrtc_version())),
         "cupy": cp.__version__,
     }
 
@@ -346,7 +346,7 @@ def device_info() -> dict:
 
 def emulator_bench() -> Bench:
     """A :class:`Bench` on the CPU emulator: checks the benchmark's launches, never times a GPU."""
-    from .gpu._emulator import EmulatorBackend
+    from .gpu.emulator import EmulatorBackend
 
     be = EmulatorBackend()
 
@@ -361,9 +361,9 @@ def emulator_bench() -> Bench:
 
 
 def emulator_info() -> dict:
-    from .gpu._emulator import find_compiler
+    from .gpu.emulator import find_compiler
 
-    return {"name": "CPU emulator (int4ref.gpu._emulator), not a GPU", "compute_capability": None,
+    return {"name": "CPU emulator (int4ref.gpu.emulator), not a GPU", "compute_capability": None,
             "compiler": find_compiler(), "cpu": platform.processor() or platform.machine()}
 
 
@@ -456,8 +456,8 @@ def environment() -> dict:
     """What the benchmark runs with: versions, the device, NVRTC and where it finds the CUDA headers."""
     import importlib
 
-    from .gpu import _kernels, device_status
-    from .gpu._emulator import find_compiler
+    from .gpu import device_status, kernels
+    from .gpu.emulator import find_compiler
 
     env = {"python": platform.python_version(), "executable": sys.executable, "platform": platform.platform()}
     for name in ("numpy", "scipy", "pytest", "hypothesis", "cupy"):
@@ -468,8 +468,8 @@ def environment() -> dict:
     ok, why = device_status()
     env["gpu_available"], env["gpu"] = ok, why
     try:
-        env["nvrtc"] = ".".join(map(str, _kernels.nvrtc_version()))
-        dirs = [o[2:] for o in _kernels.include_options() if o.startswith("-I")]
+        env["nvrtc"] = ".".join(map(str, kernels.nvrtc_version()))
+        dirs = [o[2:] for o in kernels.include_options() if o.startswith("-I")]
         found = [d for d in dirs if (Path(d) / "cuda_fp16.h").is_file()]
         env["cuda_fp16_h"] = found[0] if found else f"NOT FOUND in {dirs} (the kernels will not compile)"
     except Exception as exc:
@@ -481,7 +481,7 @@ def environment() -> dict:
 
 def provenance() -> dict:
     """``{"commit", "commit_source"}``: git of this checkout, else ``$INT4REF_COMMIT`` (a copied tree)."""
-    from .bench import commit
+    from .results import commit
 
     root = Path(__file__).resolve().parent.parent
     env = os.environ.get("INT4REF_COMMIT", "").strip() or None
@@ -633,7 +633,7 @@ def report(record: dict) -> dict[str, str]:
         value = r["speedup"] if r["kernel"] == "gemv" else r["fraction_of_copy"]
         if key not in best or value > best[key][0]:
             best[key] = (value, r)
-    for (kernel, config, shape, M), (value, r) in ({} if emulated else best).items():
+    for (kernel, config, shape, _M), (value, r) in ({} if emulated else best).items():
         met = "met" if value >= r["goal"] else "missed"
         if kernel == "gemv":
             goals.append(f"- GEMV at M = 1, W {shape}, {config}: {value:.2f}x over cuBLAS fp16 at best "
@@ -689,7 +689,7 @@ def main(argv=None) -> int:
     if args.budget is not None and not args.budget > 0:
         parser.error(f"--budget must be a positive number of seconds, got {args.budget}")
 
-    from .bench import write_record
+    from .results import write_record
 
     if args.environment:
         env = {**environment(), **provenance()}

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from .parallel import cpu_count
+
 # control -> the two values toggled between, per explorer
 TOGGLES = {
     "format": ("format", ("nf4", "int4_sym")),
@@ -77,7 +79,7 @@ def main(argv=None, prog: str | None = None) -> int:
         parser.error("--repeat must be at least 1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     names = args.only or list(TOGGLES)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cpu_count()
     print(f"explorer update times, {args.repeat} updates each ({platform.processor() or platform.machine()}, "
           f"{cores} cores, Python {platform.python_version()})")
     print(f"{'explorer':<14}{'control':<14}{'median ms':>10}{'p90 ms':>9}{'CPU ms':>8}{'compute ms':>12}"
@@ -94,7 +96,7 @@ def main(argv=None, prog: str | None = None) -> int:
     if slow:
         print(f"over the {TARGET_MS:.0f} ms target: {', '.join(slow)}")
     if args.json:
-        from .bench import commit, machine, write_record  # the same provenance as the CPU benchmark
+        from .results import commit, machine, write_record  # the same provenance as the CPU benchmark
 
         record = {"benchmark": "widgets", "machine": machine(), "commit": commit(),
                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

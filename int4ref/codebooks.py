@@ -9,11 +9,11 @@ Everything here is float32, in code-index order (index = the stored 4-bit value)
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
-from ._torchmath import linspace32
+from .torchmath import linspace32
 
 f32 = np.float32
 
@@ -123,7 +123,7 @@ def uniform_map(bits: int) -> np.ndarray:
     return np.linspace(-1, 1, 2**bits).astype(f32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def lloyd_max_gaussian(n_levels: int = 16, tol: float = 1e-13, max_iter: int = 100_000):
     """The Lloyd-Max quantizer of a standard normal: MSE-optimal levels for N(0, 1) data.
 
@@ -164,6 +164,21 @@ def lloyd_max_gaussian(n_levels: int = 16, tol: float = 1e-13, max_iter: int = 1
 
 
 def lloyd_max_table() -> np.ndarray:
-    """The 16 Lloyd-Max levels divided by the largest, as a [-1, 1] table for absmax scaling."""
+    """The 16 Lloyd-Max levels divided by the largest, as a [-1, 1] table for absmax scaling.
+
+    Runs the iteration (:func:`lloyd_max_gaussian`); :data:`LLOYD_MAX` is its result, stored.
+    """
     levels, _, _ = lloyd_max_gaussian(16)
     return (levels / levels.max()).astype(f32)
+
+
+#: :func:`lloyd_max_table` as float32 bit patterns, stored so that importing int4ref does
+#: not run the Lloyd-Max iteration (tests/test_codebooks.py recomputes it and compares the
+#: bits). Code order: index 0 is -1, index 15 is +1.
+LLOYD_MAX = np.array(
+    [
+        0xBF800000, 0xBF41D578, 0xBF1795C9, 0xBEEB60AA, 0xBEB09083, 0xBE761C82, 0xBE116A6C, 0xBD4074FF,
+        0x3D4074FF, 0x3E116A6C, 0x3E761C82, 0x3EB09083, 0x3EEB60AA, 0x3F1795C9, 0x3F41D578, 0x3F800000,
+    ],
+    dtype=np.uint32,
+).view(f32)  # fmt: skip

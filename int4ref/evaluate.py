@@ -143,7 +143,8 @@ def _truncate(body: str) -> str:
     return " ".join(body.split()[:BODY_WORDS])
 
 
-def docstring_corpus(n: int | None = 300, seed: int | None = None, *, split: str = "eval") -> list[tuple[str, str, str]]:
+def docstring_corpus(n: int | None = 300, seed: int | None = None, *,
+                     split: str = "eval") -> list[tuple[str, str, str]]:
     """``n`` entries ``(qualified_name, summary, body)`` of the ``split`` (``"eval"`` or
     ``"calib"``), body truncated to :data:`BODY_WORDS` words. ``n=None``: the whole split.
     Order: by ``sha256(name)``, or a ``default_rng(seed)`` shuffle of the sorted split. Asking

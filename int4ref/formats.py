@@ -126,7 +126,7 @@ FORMATS: dict[str, Format] = {
         Format("fp4_e2m1", "table", "OCP MX FP4 E2M1 values scaled by absmax/6", table=codebooks.FP4_E2M1,
                sign_magnitude=True),
         Format("lloyd_max", "table", "16-level Lloyd-Max quantizer of N(0,1), scaled to [-1, 1]",
-               table=codebooks.lloyd_max_table()),
+               table=codebooks.LLOYD_MAX),
     ]
 }  # fmt: skip
 
@@ -140,7 +140,7 @@ def get_format(name) -> Format:
         raise ValueError(f"unknown format {name!r}; expected one of: {', '.join(FORMATS)}") from None
 
 
-def _safe_divide(x: np.ndarray, s: np.ndarray) -> np.ndarray:
+def safe_divide(x: np.ndarray, s: np.ndarray) -> np.ndarray:
     """x / s per row, with 0 where s == 0 (an all-zero group), and no warnings."""
     out = np.zeros_like(x)
     np.divide(x, s[:, None], out=out, where=s[:, None] != 0)
@@ -160,10 +160,10 @@ def quantize_groups(groups: np.ndarray, fmt: Format, scale_dtype=np.float32, nea
     if fmt.kind == "int_asym":
         lo = np.minimum(groups.min(axis=1), 0)  # the range must contain 0 so that 0 is exact
         hi = np.maximum(groups.max(axis=1), 0)
-        scales = _store(((hi - lo) / f32(15)).astype(f32), scale_dtype)
+        scales = store_scales(((hi - lo) / f32(15)).astype(f32), scale_dtype)
         s = scales.astype(f32)
-        zeros = np.clip(np.rint(_safe_divide(-lo[:, None], s)[:, 0]), 0, 15).astype(np.uint8)
-        q = np.rint(_safe_divide(groups, s)) + zeros[:, None]
+        zeros = np.clip(np.rint(safe_divide(-lo[:, None], s)[:, 0]), 0, 15).astype(np.uint8)
+        q = np.rint(safe_divide(groups, s)) + zeros[:, None]
         return np.clip(q, 0, 15).astype(np.uint8), scales, zeros
     if fmt.kind == "int_gptq_sym":
         # GPTQ's Quantizer.find_params with sym=True, in float32 like the reference's torch code
@@ -172,14 +172,14 @@ def quantize_groups(groups: np.ndarray, fmt: Format, scale_dtype=np.float32, nea
         lo = np.where(lo < 0, -hi, lo)            # only groups with a negative value become symmetric
         empty = (lo == 0) & (hi == 0)             # all zero: the reference's fallback range [-1, 1]
         lo, hi = np.where(empty, f32(-1), lo), np.where(empty, f32(1), hi)
-        scales = _store(((hi - lo) / f32(15)).astype(f32), scale_dtype)
+        scales = store_scales(((hi - lo) / f32(15)).astype(f32), scale_dtype)
         zeros = np.full(groups.shape[0], 8, dtype=np.uint8)
-        q = np.rint(_safe_divide(groups, scales.astype(f32))) + f32(8)
+        q = np.rint(safe_divide(groups, scales.astype(f32))) + f32(8)
         return np.clip(q, 0, 15).astype(np.uint8), scales, zeros
     if fmt.kind == "int_q4_0":
         rows = np.arange(groups.shape[0])
         signed_max = groups[rows, np.argmax(np.abs(groups), axis=1)]
-        scales = _store((signed_max / f32(-8)).astype(f32), scale_dtype)
+        scales = store_scales((signed_max / f32(-8)).astype(f32), scale_dtype)
         d = scales.astype(f32)
         inv = np.zeros_like(d)
         with np.errstate(over="ignore"):
@@ -188,15 +188,15 @@ def quantize_groups(groups: np.ndarray, fmt: Format, scale_dtype=np.float32, nea
         inv[tiny] = 0
         q = groups * inv[:, None] + f32(8.5)
         if tiny.any():  # divide instead for those groups
-            q[tiny] = _safe_divide(groups[tiny], d[tiny]) + f32(8.5)
+            q[tiny] = safe_divide(groups[tiny], d[tiny]) + f32(8.5)
         q = np.trunc(q)
         return np.clip(q, 0, 15).astype(np.uint8), scales, None
     absmax = np.abs(groups).max(axis=1)
     if fmt.kind == "int_sym":
-        scales = _store((absmax / f32(7)).astype(f32), scale_dtype)
-        q = np.rint(_safe_divide(groups, scales.astype(f32)))
+        scales = store_scales((absmax / f32(7)).astype(f32), scale_dtype)
+        q = np.rint(safe_divide(groups, scales.astype(f32)))
         return (np.clip(q, -7, 7) + 8).astype(np.uint8), scales, None
-    scales = _store(absmax, scale_dtype)  # table formats
+    scales = store_scales(absmax, scale_dtype)  # table formats
     # multiply by the reciprocal, clamped like bitsandbytes, so that full groups give its codes
     inv = f32(1) / np.maximum(scales.astype(f32), f32(1e-38))
     normalized = np.clip(groups * inv[:, None], -1, 1)
@@ -214,7 +214,9 @@ def dequantize_groups(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray |
     return (codes.astype(f32) - f32(8)) * s
 
 
-def _store(scales: np.ndarray, scale_dtype) -> np.ndarray:
+def store_scales(scales: np.ndarray, scale_dtype) -> np.ndarray:
+    """float32 ``scales`` as stored in ``scale_dtype`` (float32, or float16 when no scale
+    overflows it or rounds from nonzero to 0: either is a ValueError)."""
     dtype = np.dtype(scale_dtype)
     if dtype == np.float32:
         return scales

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import as_float_array, check_positive_int
-from .formats import _safe_divide, dequantize_groups, get_format, quantize_groups
-from .quant import QuantizedTensor, _as_float32, dequantize
+from ._checks import as_float32_input, as_float_array, check_positive_int
+from .formats import dequantize_groups, get_format, quantize_groups, safe_divide
+from .quant import QuantizedTensor, dequantize
 
 f32 = np.float32
 
@@ -94,7 +94,7 @@ def gptq_dequantize(qt: QuantizedTensor, perm=None, dtype=None) -> np.ndarray:
 def gptq_hessian(x) -> np.ndarray:
     """``H = 2/n X^T X`` (float64, ``(in_features, in_features)``) of activations ``x``
     ``(n_samples, in_features)`` (or ``(..., in_features)``, flattened)."""
-    x = _check_activations(x)
+    x = check_activations(x)
     x = x.astype(np.float64)
     return (2.0 / x.shape[0]) * (x.T @ x)
 
@@ -140,13 +140,13 @@ def gptq_quantize(
     * ``scale_dtype``: float32 or float16 for the stored scales; codes are chosen against
       the stored scale.
     """
-    fmt = _check_format(format)
-    w_in = _check_weight(weight)
+    fmt = check_format(format)
+    w_in = check_weight(weight)
     n_out, n_in = w_in.shape
     if (x is None) == (hessian is None):
         raise ValueError("give exactly one of x (calibration activations) and hessian")
-    H = gptq_hessian(_check_activations(x, n_in)) if hessian is None else _check_hessian(hessian, n_in)
-    g = _check_group_size(group_size, n_in)
+    H = gptq_hessian(check_activations(x, n_in)) if hessian is None else check_hessian(hessian, n_in)
+    g = check_group_size(group_size, n_in)
     block_size = check_positive_int(block_size, "block_size")
     if not (isinstance(damp, (int, float)) and 0 < damp and np.isfinite(damp)):
         raise ValueError(f"damp must be a positive number, got {damp!r}")
@@ -174,7 +174,7 @@ def gptq_quantize(
     if perm is not None:
         W, H = W[:, perm], H[np.ix_(perm, perm)]
     H[np.diag_indices(n_in)] += damp * np.mean(np.diag(H))
-    U = _inverse_cholesky_upper(H)
+    U = inverse_cholesky_upper(H)
 
     codes = np.empty((n_out, n_in), dtype=np.uint8)
     loss = 0.0
@@ -229,16 +229,16 @@ def _encode(w: np.ndarray, fmt, scale: np.ndarray, zero) -> np.ndarray:
     same float32 operations as :func:`int4ref.formats.quantize_groups`."""
     s = scale.astype(f32)
     if fmt.kind in ("int_asym", "int_gptq_sym"):
-        q = np.rint(_safe_divide(w[:, None], s)[:, 0]) + zero
+        q = np.rint(safe_divide(w[:, None], s)[:, 0]) + zero
         return np.clip(q, 0, 15).astype(np.uint8)
     if fmt.kind == "int_sym":
-        q = np.rint(_safe_divide(w[:, None], s)[:, 0])
+        q = np.rint(safe_divide(w[:, None], s)[:, 0])
         return (np.clip(q, -7, 7) + 8).astype(np.uint8)
     inv = f32(1) / np.maximum(s, f32(1e-38))
     return fmt.nearest(np.clip(w * inv, -1, 1))
 
 
-def _inverse_cholesky_upper(H: np.ndarray) -> np.ndarray:
+def inverse_cholesky_upper(H: np.ndarray) -> np.ndarray:
     """Upper triangular U with ``H^-1 = U^T U``, via the Cholesky factor L of H (``H^-1 =
     L^-T L^-1``), like the reference's cholesky -> cholesky_inverse -> cholesky(upper=True).
 
@@ -257,21 +257,23 @@ def _inverse_cholesky_upper(H: np.ndarray) -> np.ndarray:
 # ---- input checks shared with int4ref.awq ---------------------------------------------------
 
 
-def _check_format(format):
+def check_format(format):
+    """The :class:`~int4ref.formats.Format` named ``format``, if GPTQ and AWQ support it."""
     fmt = get_format(format)
     if fmt.name not in SUPPORTED_FORMATS:
         raise ValueError(f"format {fmt.name!r} is not supported here; use one of {', '.join(SUPPORTED_FORMATS)}")
     return fmt
 
 
-def _check_weight(weight) -> np.ndarray:
-    w = _as_float32(as_float_array(weight, "weight"))
+def check_weight(weight) -> np.ndarray:
+    """``weight`` as a 2-D (out_features, in_features) float array that fits in float32."""
+    w = as_float32_input(weight, "weight")
     if w.ndim != 2:
         raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {w.shape}")
     return w
 
 
-def _check_activations(x, n_in: int | None = None) -> np.ndarray:
+def check_activations(x, n_in: int | None = None) -> np.ndarray:
     """x as a 2-D (n_samples, in_features) array; leading axes are flattened."""
     x = as_float_array(x, "x")
     if x.ndim < 2:
@@ -286,7 +288,8 @@ def _check_activations(x, n_in: int | None = None) -> np.ndarray:
     return x
 
 
-def _check_hessian(hessian, n_in: int) -> np.ndarray:
+def check_hessian(hessian, n_in: int) -> np.ndarray:
+    """A float64 copy of ``hessian``, checked to be (n_in, n_in), symmetric, diagonal >= 0."""
     H = as_float_array(hessian, "hessian").astype(np.float64)  # a copy: it is modified
     if H.shape != (n_in, n_in):
         raise ValueError(f"hessian must be ({n_in}, {n_in}) for in_features={n_in}, got {H.shape}")
@@ -297,7 +300,8 @@ def _check_hessian(hessian, n_in: int) -> np.ndarray:
     return H
 
 
-def _check_group_size(group_size, n_in: int) -> int:
+def check_group_size(group_size, n_in: int) -> int:
+    """``group_size`` (a divisor of ``n_in`` or ``"row"``) as an int; groups never span rows."""
     if group_size == "row":
         return n_in
     if isinstance(group_size, str):

@@ -210,7 +210,8 @@ class MiniLM:
         new = dict(self.weights)
         for name, value in replacements.items():
             if name not in self.weights:
-                raise KeyError(f"no weight {name!r} in the model; linear weights: {', '.join(self.linear_names()[:6])}, ...")
+                raise KeyError(f"no weight {name!r} in the model; linear weights: "
+                               f"{', '.join(self.linear_names()[:6])}, ...")
             arr = _as_weight(value, name)
             if arr.shape != self.weights[name].shape:
                 raise ValueError(f"replacement for {name!r} has shape {arr.shape}; expected {self.weights[name].shape}")
@@ -359,7 +360,8 @@ class MiniLM:
             layers = range(n_total)
         layers = sorted(set(layers))
         if not layers or any(not isinstance(i, (int, np.integer)) or not 0 <= i < n_total for i in layers):
-            raise ValueError(f"layers must be a non-empty list of encoder layer indices 0..{n_total - 1}, got {layers!r}")
+            raise ValueError(f"layers must be a non-empty list of encoder layer indices 0..{n_total - 1}, "
+                             f"got {layers!r}")
         # names are "encoder.layer.<i>. ...": keep those of the wanted layers
         parts: dict[str, list[np.ndarray]] = {n: [] for n in self.linear_names() if int(n.split(".")[2]) in layers}
 

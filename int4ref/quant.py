@@ -10,51 +10,16 @@ last axis a group (per-channel quantization of a weight stored ``(out, in)``);
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import _fast, _torchmath, codebooks
-from ._checks import as_float_array, check_codes, check_positive_int
+from . import _fast, codebooks, torchmath
+from ._checks import as_float32_input, check_codes, check_positive_int
 from .formats import dequantize_groups, get_format, quantize_groups
+from .parallel import map_rows
 
 f32 = np.float32
-
-#: Values handled per task: big enough to amortise numpy's per-call overhead and the
-#: thread hand-off, small enough to stay in cache (1 MiB of float32; measured best of
-#: 2**14..2**20 on a 2-core machine, see int4ref.bench).
-CHUNK_ELEMENTS = 1 << 18
-_THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="int4ref")
-    return _POOL
-
-
-def _row_chunks(n_rows: int, row_len: int, chunk_elements: int) -> list[slice]:
-    step = max(1, chunk_elements // max(1, row_len))
-    return [slice(i, min(i + step, n_rows)) for i in range(0, n_rows, step)]
-
-
-def map_rows(fn, n_rows: int, row_len: int, threads: bool = True, chunk_elements: int | None = None) -> None:
-    """Call ``fn(row_slice)`` over cache-sized slices of rows, on a thread pool.
-
-    numpy releases the GIL inside its loops, so independent slices run in parallel. Every
-    format works group by group, so slicing by rows of groups never changes a result.
-    """
-    chunks = _row_chunks(n_rows, row_len, chunk_elements or CHUNK_ELEMENTS)
-    if not threads or _THREADS == 1 or len(chunks) < 2:
-        for sl in chunks:
-            fn(sl)
-        return
-    for future in [_pool().submit(fn, sl) for sl in chunks]:
-        future.result()
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,7 +119,8 @@ class QuantizedTensor:
         return sum(self.storage_bits().values()) / self.size
 
 
-def _resolve_group_size(group_size, shape) -> int:
+def resolve_group_size(group_size, shape) -> int:
+    """``group_size`` (a positive int, ``"row"`` or ``"tensor"``) as the number of values per group."""
     n = int(np.prod(shape, dtype=np.int64))
     if group_size == "row":
         return int(shape[-1]) if len(shape) else 1
@@ -163,16 +129,6 @@ def _resolve_group_size(group_size, shape) -> int:
     if isinstance(group_size, str):
         raise ValueError(f"group_size must be a positive integer, 'row' or 'tensor'; got {group_size!r}")
     return check_positive_int(group_size, "group_size")
-
-
-def _as_float32(x) -> np.ndarray:
-    arr = as_float_array(x)
-    if arr.dtype == np.float64:
-        big = np.abs(arr) > np.finfo(f32).max
-        if big.any():
-            i = int(np.flatnonzero(big.ravel())[0])
-            raise ValueError(f"x[{i}] = {arr.ravel()[i]:.3g} does not fit in float32, which int4ref computes in")
-    return arr
 
 
 def _groups(flat: np.ndarray, group_size: int) -> np.ndarray:
@@ -196,16 +152,16 @@ def quantize(x, format="nf4", group_size=64, scale_dtype=np.float32, double_quan
     float16 (an overflowing float16 scale is an error). ``double_quant=True`` compresses the
     scales the QLoRA way (see :func:`double_quantize`). Computation is in float32.
 
-    A CuPy array is quantized on the GPU by :func:`int4ref.gpu.quantize` (same bits; the
-    result is an :class:`int4ref.gpu.GpuQuantizedTensor`); numpy arrays stay on the CPU.
+    This is the numpy reference; :func:`int4ref.quantize` also takes CuPy arrays (and sends
+    them to :func:`int4ref.gpu.quantize`).
     """
     if hasattr(x, "__cuda_array_interface__") and not isinstance(x, np.ndarray):
-        from . import gpu
-
-        return gpu.quantize(x, format, group_size, scale_dtype, double_quant)
+        raise TypeError(f"int4ref.quant.quantize is the numpy reference and got a GPU array "
+                        f"({type(x).__module__}.{type(x).__name__}); int4ref.quantize or int4ref.gpu.quantize "
+                        f"quantize it on the GPU")
     fmt = get_format(format)
-    arr = _as_float32(x)
-    g = _resolve_group_size(group_size, arr.shape)
+    arr = as_float32_input(x)
+    g = resolve_group_size(group_size, arr.shape)
     groups = _groups(arr.reshape(-1).astype(f32, copy=False), g)
     codes = np.empty(groups.shape, dtype=np.uint8)
     scales = np.empty(groups.shape[0], dtype=np.dtype(scale_dtype) if scale_dtype is not None else f32)
@@ -235,14 +191,13 @@ def quantize(x, format="nf4", group_size=64, scale_dtype=np.float32, double_quan
 def dequantize(qt: QuantizedTensor, dtype=None) -> np.ndarray:
     """Values of ``qt`` as an array of ``qt.shape`` and ``dtype`` (default: ``qt.dtype``).
 
-    An :class:`int4ref.gpu.GpuQuantizedTensor` is dequantized on the GPU (a CuPy array).
+    This is the numpy reference; :func:`int4ref.dequantize` also takes an
+    :class:`int4ref.gpu.GpuQuantizedTensor` (dequantized on the GPU, a CuPy array).
     """
     if not isinstance(qt, QuantizedTensor):
-        from . import gpu
-
-        if isinstance(qt, gpu.GpuQuantizedTensor):
-            return gpu.dequantize(qt, dtype)
-        raise TypeError(f"dequantize takes a QuantizedTensor, got {type(qt).__name__}")
+        hint = ("; a GpuQuantizedTensor goes to int4ref.dequantize or int4ref.gpu.dequantize"
+                if type(qt).__name__ == "GpuQuantizedTensor" else "")
+        raise TypeError(f"dequantize takes a QuantizedTensor, got {type(qt).__name__}{hint}")
     fmt = get_format(qt.format)
     n, g = qt.size, qt.group_size
     scales = qt.scale_values()
@@ -321,7 +276,7 @@ def double_quantize(qt: QuantizedTensor, bits: int = 8, blocksize: int = 256, ta
     scales = qt.scales.astype(f32)
     if bnb_cpu:
         simd, threads = bnb_cpu if isinstance(bnb_cpu, tuple) else (None, None)
-        offset = _torchmath.mean32(scales, simd, threads)
+        offset = torchmath.mean32(scales, simd, threads)
     else:
         offset = f32(np.mean(scales, dtype=np.float64))
     centered = (scales - offset).astype(f32)

@@ -123,7 +123,7 @@ def draw_png(fig, compress_level: int = 1, hinting: str = "no_hinting") -> bytes
     return buf.getvalue()
 
 
-def _stairs(ax, counts, edges, *, fill=True, color=None, alpha=1.0, linewidth=1.0, label=None):
+def stairs(ax, counts, edges, *, fill=True, color=None, alpha=1.0, linewidth=1.0, label=None):
     """A histogram outline (and fill) without ``ax.stairs``' slow data-limit update.
 
     The caller sets the axis limits. Returns the artist (a PolyCollection or a Line2D).
@@ -390,7 +390,7 @@ def weight_histogram(x, format="nf4", group_size=64, *, qt=None, group="median",
     if not hi > lo:
         lo, hi = lo - 0.5, hi + 0.5
     counts, edges = np.histogram(flat, bins=bins, range=(lo, hi), density=True)
-    _stairs(ax, counts, edges, color=DATA_COLOR, alpha=0.6, label="weights")
+    stairs(ax, counts, edges, color=DATA_COLOR, alpha=0.6, label="weights")
     top = float(counts.max()) * 1.08 if counts.size else 1.0
     g = _representative_group(qt, group)
     if levels == "group":
@@ -405,7 +405,7 @@ def weight_histogram(x, format="nf4", group_size=64, *, qt=None, group="median",
     else:
         all_lv = _all_levels(qt).ravel()
         c2, e2 = np.histogram(all_lv, bins=bins, range=(lo, hi), density=True)
-        _stairs(ax, c2, e2, fill=False, color=LEVEL_COLOR, linewidth=1.2, label=f"levels of all {qt.n_groups} groups")
+        stairs(ax, c2, e2, fill=False, color=LEVEL_COLOR, linewidth=1.2, label=f"levels of all {qt.n_groups} groups")
         top = max(top, float(c2.max()) * 1.08)
         what = f"the density of the levels of all {qt.n_groups} groups as a line"
     ax.set_xlim(lo, hi)
@@ -426,7 +426,7 @@ def error_histogram(x, x_hat, *, bins=101, ax=None, title=None, title_size=None,
     m = float(np.abs(err).max()) or 1.0
     fig, (ax,) = _figure(ax)
     counts, edges = np.histogram(err, bins=bins, range=(-m, m))
-    _stairs(ax, counts, edges, color=color, alpha=0.7, label=label)
+    stairs(ax, counts, edges, color=color, alpha=0.7, label=label)
     ax.set_xlim(-m, m)
     ax.set_ylim(0, max(1, counts.max()) * 1.05)
     ax.set_xlabel(ERROR_LABEL)
@@ -698,7 +698,8 @@ def method_tradeoff(rows, metric="mean_cos", *, baseline=None, errors=None, ax=N
     fig, (ax,) = _figure(ax, figsize=(6.4, 4.2))
     lines = sorted({(r["method"], r["format"]) for r in rows}, key=lambda k: (list(METHOD_COLOR).index(k[0]), k[1]))
     for method, fmt in lines:
-        rs = sorted((r for r in rows if (r["method"], r["format"]) == (method, fmt)), key=lambda r: r["bits_per_weight"])
+        rs = sorted((r for r in rows if (r["method"], r["format"]) == (method, fmt)),
+                    key=lambda r: r["bits_per_weight"])
         _, marker, ls = _style(fmt)
         x = [r["bits_per_weight"] for r in rs]
         y = [r[metric] for r in rs]

@@ -517,7 +517,7 @@ def _split_quantile_levels(offset: float, n_positive: int, float32_linspace: boo
     (tests/test_widgets.py checks this)."""
     from scipy.stats import norm
 
-    from ._torchmath import linspace32
+    from .torchmath import linspace32
 
     if not 0.5 < offset < 1.0:
         raise ValueError(f"offset must be in (0.5, 1), got {offset}")
@@ -709,7 +709,7 @@ class DoubleQuantExplorer(Explorer):
         e = r["scale_rel_error_pct"]
         m = max(float(np.abs(e).max()), 1e-6) * 1.05
         counts, edges = np.histogram(e, bins=61, range=(-m, m))
-        viz._stairs(ax, counts, edges, color=viz.OKABE_ITO["blue"], alpha=0.7)
+        viz.stairs(ax, counts, edges, color=viz.OKABE_ITO["blue"], alpha=0.7)
         ax.set_xlim(-m, m)
         ax.set_ylim(0, max(1, counts.max()) * 1.08)
         ax.set_xlabel("decoded scale − scale (% of the scale)")

@@ -2,10 +2,10 @@
 beats round-to-nearest on the layer's output."""
 import numpy as np
 import pytest
+from synthetic import correlated_layer, out_err
 
 import int4ref as q
 from int4ref.awq import AWQResult, _clip_search, awq_dequantize, awq_quantize, awq_scales
-from synthetic import correlated_layer, out_err
 
 f32 = np.float32
 FORMATS = ["int4_asym", "int4_sym", "nf4"]

@@ -101,12 +101,12 @@ def test_live_bitsandbytes(n, blocksize, quant_type, cs, fp16, log_scale, zero_f
 
 @pytest.mark.peer
 def test_live_torch_mean_summation_order():
-    """bitsandbytes' offset is torch's float32 mean: int4ref._torchmath must add in torch's order.
+    """bitsandbytes' offset is torch's float32 mean: int4ref.torchmath must add in torch's order.
 
     8 lanes on AVX2 and AVX-512 machines alike: ATen's SumKernel.cpp registers its kernel with
     REGISTER_DISPATCH, which leaves the AVX-512 slot empty, so the AVX2 kernel runs there."""
     torch, _ = _live()
-    from int4ref import _torchmath
+    from int4ref import torchmath
 
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         pytest.skip("the 8-lane order is only claimed for x86 builds of torch")
@@ -118,7 +118,7 @@ def test_live_torch_mean_summation_order():
                 for seed in range(3):
                     x = np.abs(np.random.default_rng(seed).standard_normal((n, 64), dtype=np.float32)).max(axis=1)
                     got = np.float32(torch.from_numpy(x).mean().item())
-                    assert same_bytes(got, _torchmath.mean32(x, 8, threads)), (threads, n, seed)
+                    assert same_bytes(got, torchmath.mean32(x, 8, threads)), (threads, n, seed)
     finally:
         torch.set_num_threads(before)
 
@@ -181,7 +181,8 @@ def test_int4ref_decodes_flat_not_row_by_row(quant_type):
         rows = rowwise_decode(packed, state.absmax, state.code, blocksize, x.shape)
         assert np.abs(out - rows).max() > 0.1  # the bug's values are far off, not a rounding matter
     packed, state = bnb_ref.quantize_4bit(x, 64, quant_type)  # a row is one whole block: the two agree
-    assert same_values(rowwise_decode(packed, state.absmax, state.code, 64, x.shape), bnb_ref.dequantize_4bit(packed, state))
+    assert same_values(rowwise_decode(packed, state.absmax, state.code, 64, x.shape),
+                       bnb_ref.dequantize_4bit(packed, state))
 
 
 @pytest.mark.peer
@@ -305,6 +306,6 @@ def test_wrong_packed_length():
 def test_torch_sum_lanes_default_to_8_on_every_x86_cpu():
     """torch 2.13 runs its AVX2 sum kernel on AVX-512 CPUs too (SumKernel.cpp registers no
     AVX-512 variant): int4ref's default must not guess 16 lanes from /proc/cpuinfo."""
-    from int4ref import _torchmath
+    from int4ref import torchmath
 
-    assert _torchmath.torch_defaults()[0] == 8
+    assert torchmath.torch_defaults()[0] == 8

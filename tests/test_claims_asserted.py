@@ -196,7 +196,8 @@ def test_checker_follows_fstring_keys_and_derived_names():
 
 
 def test_claim_refs_parses_formats():
-    text = "x {glue:text}`memory.md::c70_w4_Llama-2-70B:.2f` GB and {glue:text}`nf4.md::n_pos:d` and {glue:text}`a.md::b`"
+    text = ("x {glue:text}`memory.md::c70_w4_Llama-2-70B:.2f` GB and {glue:text}`nf4.md::n_pos:d` and "
+            "{glue:text}`a.md::b`")
     assert claim_refs(text) == [("a.md", "b"), ("memory.md", "c70_w4_Llama-2-70B"), ("nf4.md", "n_pos")]
     with pytest.raises(ValueError):
         claim_refs("no references")

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from int4ref import bench_gpu
-from int4ref.bench import write_record
-from int4ref.gpu._emulator import find_compiler
+from int4ref.gpu.emulator import find_compiler
+from int4ref.results import write_record
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "tools/device_check.sh"
@@ -88,7 +88,8 @@ def test_dry_run_on_a_tree_without_git(tree, tmp_path):
     assert "NO GPU: --dry-run hides it" in log and "PASSED (dry run" in log
     s = summary(out)
     assert s["exit"] == 0 and s["gpu"] is False and s["dry_run"] is True and s["commit"] == "0123abcd"
-    assert stage_exits(out) == {"environment": 0, "pytest tests/test_gpu.py::test_benchmark_code_runs_on_the_emulator": 0,
+    assert stage_exits(out) == {"environment": 0,
+                                "pytest tests/test_gpu.py::test_benchmark_code_runs_on_the_emulator": 0,
                                 "benchmark code (CPU emulator)": 0, "benchmark refuses without GPU": 2,
                                 "pytest tests/test_gpu_compile.py::test_parser_on_a_recorded_log": 0}
     env = json.loads((out / "env.json").read_text())
@@ -316,8 +317,10 @@ def test_report_of_a_synthetic_record(tmp_path):
     assert "| 0.50x (" in body[0] and "| 2.40x (" in body[0]
 
     goals = out["goals"]
-    assert "W 8192x8192, NF4 g64 fp32 absmax: 2.40x over cuBLAS fp16 at best (version v3); goal 2.5x, **missed**" in goals
-    assert "W 8192x28672, INT4 g128 fp16 scale: 3.20x over cuBLAS fp16 at best (version v3); goal 3.0x, **met**" in goals
+    assert ("W 8192x8192, NF4 g64 fp32 absmax: 2.40x over cuBLAS fp16 at best (version v3); "
+            "goal 2.5x, **missed**") in goals
+    assert ("W 8192x28672, INT4 g128 fp16 scale: 3.20x over cuBLAS fp16 at best (version v3); "
+            "goal 3.0x, **met**") in goals
     assert "0.85 of copy bandwidth at best (version: 8 packed bytes/thread); goal 0.8, **met**" in goals
     assert "0.70 of copy bandwidth at best (version: 8 packed bytes/thread); goal 0.8, **missed**" in goals
     assert "WRONG" not in goals

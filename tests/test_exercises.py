@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("otter", reason="otter-grader is not installed: pip install -e '.[exercises]' to test the exercises")
+pytest.importorskip("otter",
+                    reason="otter-grader is not installed: pip install -e '.[exercises]' to test the exercises")
 pytest.importorskip("jupytext", reason="jupytext is not installed: pip install -e '.[exercises]'")
 nbformat = pytest.importorskip("nbformat")
 
@@ -137,7 +138,8 @@ def failed_cases(results: dict, question: str) -> list[int] | None:
             out = t.get("output", "")
             if "All test cases passed" in out:
                 return []
-            return [int(m.group(2)) - 1 for m in _CASE.finditer(out) if m.group(1) == question and m.group(3) == "\u274c"]
+            return [int(m.group(2)) - 1 for m in _CASE.finditer(out)
+                    if m.group(1) == question and m.group(3) == "\u274c"]
     return None
 
 

@@ -184,7 +184,7 @@ def test_module_table_usage_column():
     table = {re.match(r"\| `([\w.]+)` \|", row).group(1): row
              for row in frontpages.module_table("book/preface").splitlines()[2:]}
     assert "(nf4.md)" in table["int4ref.codebooks"]          # `from int4ref import codebooks` in nf4.md
-    assert "(uniform-int4.md)" in table["int4ref.quant"]    # int4ref.quantize is re-exported from quant
+    assert "(uniform-int4.md)" in table["int4ref.dispatch"]  # int4ref.quantize is re-exported from dispatch
     assert "(preface.md)" not in "".join(table.values())    # the page itself is not a user
 
 
@@ -196,7 +196,7 @@ def test_modules_used_traces_imports_and_reexports(tmp_path):
         "# A\n\n```python\nfrom int4ref import metrics, packing as pk\n"
         "from int4ref.interop import gguf as g\nq = int4ref.quantize(x)\nint4ref.nothing\n```\n")
     assert frontpages.modules_used("book/a", tmp_path) == {
-        "int4ref.metrics", "int4ref.packing", "int4ref.interop.gguf", "int4ref.quant"}
+        "int4ref.metrics", "int4ref.packing", "int4ref.interop.gguf", "int4ref.dispatch"}
 
 
 def test_first_sentence_and_title_parsing(tmp_path):

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from int4ref.interop import ggml_dot, gguf as ggml
+from int4ref.interop import ggml_dot
+from int4ref.interop import gguf as ggml
 
 f32 = np.float32
 

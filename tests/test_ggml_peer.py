@@ -42,7 +42,7 @@ def peer():
 @pytest.fixture(scope="module")
 def cpu(peer):
     try:
-        peer.cpu  # loads libggml-cpu (built for AVX2)
+        _ = peer.cpu  # loads libggml-cpu (built for AVX2)
     except ggml_peer.PeerUnavailable as exc:
         pytest.skip(f"ggml CPU backend unavailable: {exc}")
     return peer

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from int4ref import parallel
 from int4ref.interop import gguf as g
 
 TYPES = ("Q4_0", "Q4_1", "IQ4_NL")
@@ -243,7 +244,7 @@ def test_parity_other_input_dtypes_and_layouts(gguf):
 def test_parity_multi_chunk_threaded(gguf, monkeypatch):
     monkeypatch.setattr(g, "_CHUNK", 7)
     monkeypatch.setattr(g, "_IQ4_CHUNK", 5)
-    monkeypatch.setattr(g, "_WORKERS", 2)
+    monkeypatch.setattr(parallel, "THREADS", 2)  # the pool path even on one CPU
     x = np.concatenate([random_data((40, 32), 1.0, seed=5), special_blocks()])
     check_parity(gguf, x)
     check_against_references(x)

@@ -2,10 +2,10 @@
 batching, act-order, and that it beats round-to-nearest on the layer's output."""
 import numpy as np
 import pytest
+from synthetic import correlated_layer, out_err
 
 import int4ref as q
 from int4ref.gptq import GPTQResult, gptq_dequantize, gptq_hessian, gptq_quantize
-from synthetic import correlated_layer, out_err
 
 f32 = np.float32
 FORMATS = ["int4_asym", "int4_gptq_sym", "int4_sym", "nf4"]

@@ -6,7 +6,7 @@ Every kernel test runs on two backends:
 * ``cupy``: a real GPU through ``cupy.RawModule``; skipped, with the reason, when
   ``cupy.cuda.runtime.getDeviceCount()`` raises or returns 0;
 * ``emulator``: the same CUDA source compiled for the CPU with the SIMT emulator of
-  :mod:`int4ref.gpu._emulator` (every CUDA thread a fiber; shuffles and barriers
+  :mod:`int4ref.gpu.emulator` (every CUDA thread a fiber; shuffles and barriers
   synchronise for real; out-of-bounds reads, misaligned vector accesses and writes past
   a buffer are errors). Skipped only without a C++ compiler.
 
@@ -28,16 +28,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import int4ref
-from int4ref.gpu import _api, _kernels
-from int4ref.gpu._backend import NoDeviceError, cupy_backend, device_status
-from int4ref.gpu._emulator import EmulatorBackend, EmulatorError, find_compiler
+from int4ref.gpu import kernels, ops
+from int4ref.gpu.backend import NoDeviceError, cupy_backend, device_status
+from int4ref.gpu.emulator import EmulatorBackend, EmulatorError, find_compiler
 from int4ref.packing import pack_nibbles
 
 HAVE_GPU, GPU_REASON = device_status()
 # tools/device_check.sh sets this on the device machine: there a GPU test that cannot run fails
 REQUIRE_GPU = os.environ.get("INT4REF_REQUIRE_GPU") == "1"
 no_gpu_only = pytest.mark.skipif(HAVE_GPU, reason="checks the behaviour without a GPU")
-FORMATS = _api.SUPPORTED_FORMATS
+FORMATS = ops.SUPPORTED_FORMATS
 f16, f32 = np.float16, np.float32
 
 
@@ -86,7 +86,7 @@ def same_bits(a, b) -> bool:
 def check_quantize(be, x, fmt, g, sdt=f32, dq=False, x_dev=None):
     """Quantize on the backend and on the CPU; everything must be the same bits."""
     ref = int4ref.quantize(x, fmt, g, sdt, double_quant=dq)
-    got = _api.quantize(be, be.asarray(x) if x_dev is None else x_dev, fmt, g, sdt, dq)
+    got = ops.quantize(be, be.asarray(x) if x_dev is None else x_dev, fmt, g, sdt, dq)
     host = got.to_cpu()
     assert same_bits(be.to_host(got.packed), pack_nibbles(ref.codes)), "packed codes"
     assert same_bits(host.codes, ref.codes) and host.dtype == ref.dtype and host.shape == ref.shape
@@ -100,7 +100,7 @@ def check_quantize(be, x, fmt, g, sdt=f32, dq=False, x_dev=None):
     for dtype in (f16, f32):
         with np.errstate(over="ignore"):  # values beyond float16's range become inf on both sides
             expected = int4ref.dequantize(ref, dtype)
-        assert same_bits(be.to_host(_api.dequantize(be, got, dtype)), expected), dtype
+        assert same_bits(be.to_host(ops.dequantize(be, got, dtype)), expected), dtype
     assert got.bits_per_weight() == ref.bits_per_weight()
     return got, ref
 
@@ -130,7 +130,7 @@ def test_quantize_float64_input_and_shapes(be, fmt):
     x = normal((7, 3, 20), np.float64, seed=3)
     got, ref = check_quantize(be, x, fmt, 10)
     assert got.shape == (7, 3, 20) and got.dtype == np.float64
-    assert _api.dequantize(be, got).dtype == np.float64
+    assert ops.dequantize(be, got).dtype == np.float64
     check_quantize(be, normal((12, 34), f32, seed=4), fmt, "row")
     check_quantize(be, normal((12, 34), f32, seed=5), fmt, "tensor")
 
@@ -188,16 +188,16 @@ def test_unaligned_input_takes_the_scalar_path(be):
     check_quantize(be, x[1:], "nf4", 64, x_dev=x_dev)
     if isinstance(be, EmulatorBackend):
         last = [expr for name, expr, *_ in be.launches if name == "quantize.cu"][-1]
-        assert last == _kernels.quantize_expr("float", False, 2)
+        assert last == kernels.quantize_expr("float", False, 2)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_to_device_round_trip(be, fmt):
     ref = int4ref.quantize(normal((40, 64), f32, seed=11), fmt, 32, f16, double_quant=fmt == "nf4")
-    dev = _api.to_device(be, ref)
+    dev = ops.to_device(be, ref)
     back = dev.to_cpu()
     assert same_bits(back.codes, ref.codes)
-    assert same_bits(be.to_host(_api.dequantize(be, dev, f32)), int4ref.dequantize(ref, f32))
+    assert same_bits(be.to_host(ops.dequantize(be, dev, f32)), int4ref.dequantize(ref, f32))
 
 
 @settings(max_examples=25)
@@ -227,11 +227,11 @@ def test_bitsandbytes_recorded_outputs(be):
         if case["compress_statistics"] or x.size % case["blocksize"] or x.size % 2:
             continue  # partial blocks: bitsandbytes divides instead of multiplying (see interop)
         fmt = {"nf4": "nf4", "fp4": "fp4_bnb"}[case["quant_type"]]
-        got = _api.quantize(be, be.asarray(x), fmt, case["blocksize"])
+        got = ops.quantize(be, be.asarray(x), fmt, case["blocksize"])
         key = case["key"]
         assert same_bits(be.to_host(got.packed), data[key + "_packed"].reshape(-1)), key
         assert same_bits(be.to_host(got.scales), data[key + "_absmax"]), key
-        deq = be.to_host(_api.dequantize(be, got, f32)).astype(x.dtype)
+        deq = be.to_host(ops.dequantize(be, got, f32)).astype(x.dtype)
         assert np.array_equal(deq, data[key + "_deq"]), key
         checked += 1
     assert checked >= 8
@@ -266,7 +266,7 @@ def test_bad_values_raise_like_numpy(be, x, args):
         return
     kind, message = expected
     with pytest.raises(kind) as info:
-        _api.quantize(be, be.asarray(x), *args)
+        ops.quantize(be, be.asarray(x), *args)
     assert str(info.value) == message
 
 
@@ -281,7 +281,7 @@ def test_bad_values_raise_like_numpy(be, x, args):
 ])
 def test_bad_arguments(emulator, kwargs, exc, match):
     with pytest.raises(exc, match=match):
-        _api.quantize(emulator, emulator.asarray(np.ones(16, f32)), **kwargs)
+        ops.quantize(emulator, emulator.asarray(np.ones(16, f32)), **kwargs)
 
 
 @pytest.mark.parametrize("x,exc,match", [
@@ -291,21 +291,21 @@ def test_bad_arguments(emulator, kwargs, exc, match):
 ])
 def test_bad_input(emulator, x, exc, match):
     with pytest.raises(exc, match=match):
-        _api.quantize(emulator, x, "nf4", 2)
+        ops.quantize(emulator, x, "nf4", 2)
 
 
 def test_quantized_tensor_validation(emulator):
-    qt = _api.quantize(emulator, emulator.asarray(np.ones(10, f32)), "nf4", 4)
+    qt = ops.quantize(emulator, emulator.asarray(np.ones(10, f32)), "nf4", 4)
     with pytest.raises(ValueError, match="packed"):
-        _api.GpuQuantizedTensor("nf4", qt.packed[:-1], qt.scales, (10,), 4, np.dtype(f32), None, emulator)
+        ops.GpuQuantizedTensor("nf4", qt.packed[:-1], qt.scales, (10,), 4, np.dtype(f32), None, emulator)
     with pytest.raises(ValueError, match="scales"):
-        _api.GpuQuantizedTensor("nf4", qt.packed, qt.scales[:-1], (10,), 4, np.dtype(f32), None, emulator)
+        ops.GpuQuantizedTensor("nf4", qt.packed, qt.scales[:-1], (10,), 4, np.dtype(f32), None, emulator)
     with pytest.raises(ValueError, match="exactly one"):
-        _api.GpuQuantizedTensor("nf4", qt.packed, None, (10,), 4, np.dtype(f32), None, emulator)
+        ops.GpuQuantizedTensor("nf4", qt.packed, None, (10,), 4, np.dtype(f32), None, emulator)
     with pytest.raises(TypeError, match="GpuQuantizedTensor"):
-        _api.dequantize(emulator, qt.to_cpu())
+        ops.dequantize(emulator, qt.to_cpu())
     with pytest.raises(TypeError, match="float16, float32 or float64"):
-        _api.dequantize(emulator, qt, np.int8)
+        ops.dequantize(emulator, qt, np.int8)
 
 
 def test_public_functions_check_where_the_data_is():
@@ -357,19 +357,19 @@ def rel_err(y, ref):
     return float(np.abs(np.asarray(y, np.float64) - ref).max() / np.abs(ref).max())
 
 
-@pytest.mark.parametrize("version", _kernels.GEMV_VERSIONS)
+@pytest.mark.parametrize("version", kernels.GEMV_VERSIONS)
 @pytest.mark.parametrize("fmt,g,sdt", GEMV_FORMATS, ids=[f"{f}-g{g}-{np.dtype(s).name}" for f, g, s in GEMV_FORMATS])
 @pytest.mark.parametrize("M", [1, 3, 16])
 def test_gemv_matches_float32_reference(be, version, fmt, g, sdt, M):
     N, K = 21, 256  # N not a multiple of any rows-per-block: the last block is partial
     w = normal((N, K), f32, seed=M)
-    qt = _api.quantize(be, be.asarray(w), fmt, g, sdt)
+    qt = ops.quantize(be, be.asarray(w), fmt, g, sdt)
     x = normal((M, K), f16, seed=100 + M)
     ref = gemv_reference(x, qt.to_cpu())
-    y16 = be.to_host(_api.gemv(be, be.asarray(x), qt, version))
+    y16 = be.to_host(ops.gemv(be, be.asarray(x), qt, version))
     assert y16.dtype == f16 and y16.shape == (M, N)
     assert rel_err(y16, ref) <= 1e-3
-    y32 = be.to_host(_api.gemv(be, be.asarray(x), qt, version, np.float32))
+    y32 = be.to_host(ops.gemv(be, be.asarray(x), qt, version, np.float32))
     assert y32.dtype == f32 and rel_err(y32, ref) <= 1e-5  # float32 sums: only the order differs
 
 
@@ -377,28 +377,28 @@ def test_gemv_matches_float32_reference(be, version, fmt, g, sdt, M):
 @pytest.mark.parametrize("M", [1, 2, 5])
 def test_gemv_every_row_and_batch_size(be, N, M):
     K = 64
-    qt = _api.quantize(be, be.asarray(normal((N, K), f32, seed=N)), "nf4", 32)
+    qt = ops.quantize(be, be.asarray(normal((N, K), f32, seed=N)), "nf4", 32)
     x = normal((M, K), f16, seed=M)
     ref = gemv_reference(x, qt.to_cpu())
-    for version in _kernels.GEMV_VERSIONS:
-        assert rel_err(be.to_host(_api.gemv(be, be.asarray(x), qt, version, f32)), ref) <= 1e-5, version
+    for version in kernels.GEMV_VERSIONS:
+        assert rel_err(be.to_host(ops.gemv(be, be.asarray(x), qt, version, f32)), ref) <= 1e-5, version
 
 
 def test_gemv_small_groups_use_v1(be):
     N, K, g = 9, 60, 6  # K and group_size not multiples of 32: only the naive version applies
-    qt = _api.quantize(be, be.asarray(normal((N, K), f32, seed=1)), "int4_sym", g)
+    qt = ops.quantize(be, be.asarray(normal((N, K), f32, seed=1)), "int4_sym", g)
     x = normal(K, f16, seed=2)
-    y = be.to_host(_api.gemv(be, be.asarray(x), qt))
+    y = be.to_host(ops.gemv(be, be.asarray(x), qt))
     assert y.shape == (N,)
     assert rel_err(y, gemv_reference(x[None], qt.to_cpu())[0]) <= 1e-3
     with pytest.raises(ValueError, match="multiples of 32"):
-        _api.gemv(be, be.asarray(x), qt, "v3")
+        ops.gemv(be, be.asarray(x), qt, "v3")
 
 
 def test_gemv_double_quantized_weights(be):
-    qt = _api.quantize(be, be.asarray(normal((48, 512), f32, seed=3)), "nf4", 64, double_quant=True)
+    qt = ops.quantize(be, be.asarray(normal((48, 512), f32, seed=3)), "nf4", 64, double_quant=True)
     x = normal((2, 512), f16, seed=4)
-    assert rel_err(be.to_host(_api.gemv(be, be.asarray(x), qt)), gemv_reference(x, qt.to_cpu())) <= 1e-3
+    assert rel_err(be.to_host(ops.gemv(be, be.asarray(x), qt)), gemv_reference(x, qt.to_cpu())) <= 1e-3
 
 
 def test_gemv_cpu_path_is_the_reference():
@@ -422,7 +422,7 @@ def test_gemv_cpu_path_is_the_reference():
 ])
 def test_gemv_validation(x_shape, x_dtype, w_shape, g, kwargs, exc, match):
     with pytest.raises(exc, match=match):
-        _api.check_gemv(x_shape, x_dtype, w_shape, g, "nf4", **kwargs)
+        ops.check_gemv(x_shape, x_dtype, w_shape, g, "nf4", **kwargs)
     if len(w_shape) == 2 and w_shape[1] % g == 0 and np.prod(x_shape) > 0:  # the CPU path says the same
         w = int4ref.quantize(np.ones(w_shape, f32), "nf4", g)
         with pytest.raises(exc, match=match):
@@ -430,11 +430,11 @@ def test_gemv_validation(x_shape, x_dtype, w_shape, g, kwargs, exc, match):
 
 
 def test_gemv_rejects_mixed_devices(emulator):
-    qt = _api.quantize(emulator, emulator.asarray(np.ones((4, 32), f32)), "nf4", 32)
+    qt = ops.quantize(emulator, emulator.asarray(np.ones((4, 32), f32)), "nf4", 32)
     with pytest.raises(TypeError, match="numpy"):
         int4ref.gpu.gemv(np.ones((1, 32), f16), qt)
     with pytest.raises(TypeError, match="GpuQuantizedTensor"):
-        _api.gemv(emulator, np.ones((1, 32), f16), qt.to_cpu())
+        ops.gemv(emulator, np.ones((1, 32), f16), qt.to_cpu())
 
 
 # ---------------------------------------------------------------------------------------
@@ -541,7 +541,7 @@ def test_benchmark_quick_run(tmp_path):
     result = json.loads(out.read_text())
     assert result["device"]["name"] and result["device"]["driver"] and result["device"]["cupy"]
     kinds = {(r["kernel"], r["version"]) for r in result["rows"]}
-    for version in _kernels.GEMV_VERSIONS:
+    for version in kernels.GEMV_VERSIONS:
         assert ("gemv", version) in kinds
     assert all(r["extra"].get("max_abs_err_over_max_abs_ref", 0) <= 1e-3 for r in result["rows"])
     assert result["complete"] and not result["emulated"] and result["quick"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from int4ref.gpu import _kernels
+from int4ref.gpu import kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,19 +50,19 @@ def compiled():
     """Every (file, arch) compiled once, two at a time (NVRTC releases the GIL)."""
     if NVRTC_MISSING:
         pytest.skip(NVRTC_MISSING)
-    jobs = [(name, arch) for arch in _kernels.ARCHS for name in _kernels.KERNEL_FILES]
+    jobs = [(name, arch) for arch in kernels.ARCHS for name in kernels.KERNEL_FILES]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(lambda job: _kernels.compile_nvrtc(*job), jobs))
+        results = list(pool.map(lambda job: kernels.compile_nvrtc(*job), jobs))
     return {(r.name, r.arch): r for r in results}
 
 
 @needs_nvrtc
-@pytest.mark.parametrize("arch", _kernels.ARCHS)
-@pytest.mark.parametrize("name", _kernels.KERNEL_FILES)
+@pytest.mark.parametrize("arch", kernels.ARCHS)
+@pytest.mark.parametrize("name", kernels.KERNEL_FILES)
 def test_every_kernel_compiles_without_spills(compiled, name, arch):
     result = compiled[name, arch]
     assert len(result.cubin) > 0
-    assert set(result.reports) == set(_kernels.KERNELS[name])
+    assert set(result.reports) == set(kernels.KERNELS[name])
     bad = []
     for expr, rep in result.reports.items():
         assert 0 < rep.registers <= 255, (expr, rep)
@@ -77,7 +77,7 @@ def test_ptxas_report_lines_are_the_ones_parsed(compiled):
     """Guard against a silently empty parse: the raw log has one spill line per kernel."""
     result = compiled["gemv.cu", 75]
     spill_lines = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", result.log)
-    assert len(spill_lines) >= len(_kernels.KERNELS["gemv.cu"])
+    assert len(spill_lines) >= len(kernels.KERNELS["gemv.cu"])
     assert all(a == "0" and b == "0" for a, b in spill_lines)
 
 
@@ -85,9 +85,9 @@ def test_ptxas_report_lines_are_the_ones_parsed(compiled):
 def test_a_spilling_kernel_is_reported():
     """Force the largest GEMV into 32 registers: ptxas must report spills, and we must see them.
     (__launch_bounds__ overrides --maxrregcount, so it is taken out of this copy.)"""
-    expr = _kernels.gemv_expr("v3", "float", 16, False)
-    code = re.sub(r"__launch_bounds__\(\d+\)", "", _kernels.source("gemv.cu"))
-    result = _kernels.compile_nvrtc("gemv.cu", 75, [expr], extra_options=("--maxrregcount=32",), code=code)
+    expr = kernels.gemv_expr("v3", "float", 16, False)
+    code = re.sub(r"__launch_bounds__\(\d+\)", "", kernels.source("gemv.cu"))
+    result = kernels.compile_nvrtc("gemv.cu", 75, [expr], extra_options=("--maxrregcount=32",), code=code)
     rep = result.reports[expr]
     assert rep.registers <= 32
     assert rep.spill_stores > 0 and rep.spill_loads > 0
@@ -95,15 +95,15 @@ def test_a_spilling_kernel_is_reported():
 
 @needs_nvrtc
 def test_a_syntax_error_fails_the_compile():
-    code = _kernels.source("dequantize.cu").replace("const float t = __ldg(", "const float t = __ldg((", 1)
-    with pytest.raises(_kernels.CompileError, match="NVRTC failed on dequantize.cu"):
-        _kernels.compile_nvrtc("dequantize.cu", 75, ["decode_scales"], code=code)
+    code = kernels.source("dequantize.cu").replace("const float t = __ldg(", "const float t = __ldg((", 1)
+    with pytest.raises(kernels.CompileError, match="NVRTC failed on dequantize.cu"):
+        kernels.compile_nvrtc("dequantize.cu", 75, ["decode_scales"], code=code)
 
 
 @needs_nvrtc
 def test_a_missing_instantiation_fails():
-    with pytest.raises(_kernels.CompileError):
-        _kernels.compile_nvrtc("gemv.cu", 75, ["gemv_v4<float>"])
+    with pytest.raises(kernels.CompileError):
+        kernels.compile_nvrtc("gemv.cu", 75, ["gemv_v4<float>"])
 
 
 def test_parser_on_a_recorded_log():
@@ -117,19 +117,19 @@ ptxas info    : Function properties for decode_scales
 ptxas         .     8 bytes stack frame, 12 bytes spill stores, 4 bytes spill loads
 ptxas info    : Used 18 registers, 400 bytes cmem[0]
 """
-    parsed = _kernels.parse_ptxas_log(log, 75)
+    parsed = kernels.parse_ptxas_log(log, 75)
     assert parsed["_Z7gemv_v1IfEvPKhPKT_PKfPK6__halfPviiiii"] == {
         "registers": 53, "spill_stores": 0, "spill_loads": 0, "stack_frame": 0, "shared_bytes": 64}
     assert parsed["decode_scales"] == {
         "registers": 18, "spill_stores": 12, "spill_loads": 4, "stack_frame": 8, "shared_bytes": 0}
-    with pytest.raises(_kernels.CompileError, match="sm_80"):
-        _kernels.parse_ptxas_log(log.replace("'sm_75'", "'sm_80'"), 75)
-    with pytest.raises(_kernels.CompileError, match="incomplete"):
-        _kernels.parse_ptxas_log(log.replace("Used 18 registers", "Used registers"), 75)
+    with pytest.raises(kernels.CompileError, match="sm_80"):
+        kernels.parse_ptxas_log(log.replace("'sm_75'", "'sm_80'"), 75)
+    with pytest.raises(kernels.CompileError, match="incomplete"):
+        kernels.parse_ptxas_log(log.replace("Used 18 registers", "Used registers"), 75)
 
 
 def test_compile_options_keep_float_arithmetic_exact():
-    opts = _kernels.COMPILE_OPTIONS
+    opts = kernels.COMPILE_OPTIONS
     assert "--fmad=false" in opts and "--ftz=false" in opts and "--prec-div=true" in opts
     assert not any("fast" in o for o in opts)
 
@@ -140,12 +140,12 @@ def test_compile_options_keep_float_arithmetic_exact():
 
 def test_kernel_sources_are_package_resources():
     files = resources.files("int4ref.gpu")
-    for name in (*_kernels.KERNEL_FILES, _kernels.HEADER):
+    for name in (*kernels.KERNEL_FILES, kernels.HEADER):
         text = files.joinpath(name).read_text(encoding="utf-8")
-        assert "__global__" in text or name == _kernels.HEADER
-    for name in _kernels.KERNEL_FILES:
-        src = _kernels.source(name)
-        assert not _kernels._INCLUDE_LINE.search(src) and "warp_sum" in src
+        assert "__global__" in text or name == kernels.HEADER
+    for name in kernels.KERNEL_FILES:
+        src = kernels.source(name)
+        assert not kernels.INCLUDE_LINE.search(src) and "warp_sum" in src
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib is new in Python 3.11")
@@ -161,12 +161,12 @@ def test_package_data_ships_every_kernel_file():
     for name in shipped:
         rel = f"gpu/{name}"
         assert any(Path(rel).match(p) for p in patterns), f"{rel} is not matched by package-data {patterns}"
-    assert {*_kernels.KERNEL_FILES, _kernels.HEADER} <= set(shipped)
+    assert {*kernels.KERNEL_FILES, kernels.HEADER} <= set(shipped)
 
 
 def test_every_instantiation_names_a_kernel_of_its_file():
-    for name, exprs in _kernels.KERNELS.items():
-        text = _kernels.raw_source(name)
+    for name, exprs in kernels.KERNELS.items():
+        text = kernels.raw_source(name)
         for expr in exprs:
             kernel = expr.split("<")[0]
             assert re.search(rf"\b{kernel}\(", text), (name, expr)
@@ -176,15 +176,15 @@ def test_default_path_has_no_sm80_only_features():
     """Colab's T4 is sm_75: no cp.async, ldmatrix, mma, bf16, wgmma or TMA in the kernels."""
     banned = ["cp.async", "__pipeline", "ldmatrix", "mma.sync", "wgmma", "__nv_bfloat16", "cuda::memcpy_async",
               "cp.async.bulk", "__cluster", "asm("]
-    for name in (*_kernels.KERNEL_FILES, _kernels.HEADER):
-        text = _kernels.raw_source(name)
+    for name in (*kernels.KERNEL_FILES, kernels.HEADER):
+        text = kernels.raw_source(name)
         for word in banned:
             assert word not in text, f"{name} uses {word}"
 
 
 def test_every_gemv_version_says_what_it_measured():
     """Each version's comment carries a "Measured:" line: a result, or the marked placeholder."""
-    for version in _kernels.GEMV_VERSIONS:
-        section = _kernels.excerpt("gemv.cu", f"gemv_{version}")
+    for version in kernels.GEMV_VERSIONS:
+        section = kernels.excerpt("gemv.cu", f"gemv_{version}")
         assert re.search(r"Measured: \S", section), version
         assert section.count("__global__") == 1

@@ -33,8 +33,10 @@ def test_layer_output_error_is_the_error_of_x_at_w():
         (lambda: m.sqnr_db(np.zeros(3), np.ones(3)), ValueError, "all-zero reference"),
         (lambda: m.relative_error(np.zeros(3), np.ones(3)), ValueError, "all-zero reference"),
         (lambda: m.rmse(np.array([np.nan]), np.ones(1)), ValueError, "NaN"),
-        (lambda: m.layer_output_error(np.ones((2, 3)), np.ones((4, 2)), np.ones((4, 2))), ValueError, "need activations"),
-        (lambda: m.layer_output_error(np.ones((2, 3)), np.ones((3, 2)), np.ones((3, 2)), "psnr"), ValueError, "unknown metric"),
+        (lambda: m.layer_output_error(np.ones((2, 3)), np.ones((4, 2)), np.ones((4, 2))), ValueError,
+         "need activations"),
+        (lambda: m.layer_output_error(np.ones((2, 3)), np.ones((3, 2)), np.ones((3, 2)), "psnr"), ValueError,
+         "unknown metric"),
     ],
 )
 def test_bad_input(call, exc, match):

@@ -291,7 +291,8 @@ def test_method_tradeoff_draws_one_line_per_method_and_format():
     rows = [{"method": m, "format": f, "bits_per_weight": b, "mean_cos": c, "recall_at_1": 0.5}
             for m, off in (("rtn", 0.0), ("gptq", 0.01)) for f in ("nf4", "int4_asym")
             for b, c in ((4.25, 0.96 + off), (4.5, 0.97 + off), (5.0, 0.975 + off))]
-    rows.append({"method": "float32", "format": "float32", "bits_per_weight": 32.0, "mean_cos": 1.0, "recall_at_1": 0.6})
+    rows.append({"method": "float32", "format": "float32", "bits_per_weight": 32.0, "mean_cos": 1.0,
+                 "recall_at_1": 0.6})
     fig = viz.method_tradeoff(rows, "mean_cos", baseline=1.0)
     ax = fig.axes[0]
     assert len(ax.lines) == 5  # four method/format lines and the float32 baseline

@@ -345,7 +345,7 @@ def test_nibble_inspector_widget_bits_and_controls():
     # every control
     for c in ex.controls():
         values = c.sweep() if c.kind != "text" else ["1 2 3", "-1, 0.5, 4, 8", widgets.DEFAULT_VALUES]
-        for v, picture, r in drive(ex, c.name, values):
+        for _v, picture, r in drive(ex, c.name, values):
             assert picture == ex.render_html(r)
     ex.widgets["format"].value = "int4_sym"
     # click bits of element 5

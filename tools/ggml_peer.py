@@ -317,7 +317,8 @@ class GgmlPeer:
         else:
             imatrix = np.ascontiguousarray(imatrix)
             if imatrix.dtype != np.float32 or imatrix.shape != (n_per_row,):
-                raise ValueError(f"imatrix must be float32 of shape ({n_per_row},), got {imatrix.dtype} {imatrix.shape}")
+                raise ValueError(f"imatrix must be float32 of shape ({n_per_row},), "
+                                 f"got {imatrix.dtype} {imatrix.shape}")
             imp = imatrix.ctypes.data
         self.base.ggml_quantize_init(tid)  # the IQ types' lookup tables (chunk calls it too)
         out = np.zeros((nrows, row_bytes), dtype=np.uint8)

@@ -19,7 +19,6 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from sphinx.util import logging
-
 from sync_notebooks import notebook_for
 
 logger = logging.getLogger(__name__)

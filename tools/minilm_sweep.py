@@ -42,8 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from int4ref import bench  # noqa: E402
-from int4ref.evaluate import (calibration_texts, docstring_corpus, fidelity_metrics,  # noqa: E402
-                              library_versions, rank_metrics, retrieval_ranks)
+from int4ref.evaluate import (  # noqa: E402
+    calibration_texts,
+    docstring_corpus,
+    fidelity_metrics,
+    library_versions,
+    rank_metrics,
+    retrieval_ranks,
+)
 from int4ref.minilm import MiniLM  # noqa: E402
 from int4ref.modelquant import quantize_model  # noqa: E402
 

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _api
-from ._api import (
+from . import ops
+from .backend import NoDeviceError, cupy_backend, device_available, device_status
+from .kernels import ARCHS, COMPILE_OPTIONS, GEMV_VERSIONS, KERNEL_FILES, KERNELS, excerpt, raw_source
+from .ops import (
     GEMV_MAX_M,
     SUPPORTED_FORMATS,
     GpuQuantizedTensor,
@@ -40,8 +42,6 @@ from ._api import (
     format_tables,
     is_device_array,
 )
-from ._backend import NoDeviceError, cupy_backend, device_available, device_status
-from ._kernels import ARCHS, COMPILE_OPTIONS, GEMV_VERSIONS, KERNEL_FILES, KERNELS, excerpt, raw_source
 
 __all__ = [
     "ARCHS",
@@ -78,7 +78,7 @@ def quantize(x, format="nf4", group_size=64, scale_dtype=np.float32, double_quan
     if not is_device_array(x):
         raise TypeError(f"int4ref.gpu.quantize takes a CuPy array, got {type(x).__name__}; "
                         f"numpy arrays go to int4ref.quantize")
-    return _api.quantize(cupy_backend(), x, format, group_size, scale_dtype, double_quant)
+    return ops.quantize(cupy_backend(), x, format, group_size, scale_dtype, double_quant)
 
 
 def dequantize(qt: GpuQuantizedTensor, dtype=None):
@@ -88,7 +88,7 @@ def dequantize(qt: GpuQuantizedTensor, dtype=None):
     """
     if not isinstance(qt, GpuQuantizedTensor):
         raise TypeError(f"int4ref.gpu.dequantize takes a GpuQuantizedTensor, got {type(qt).__name__}")
-    return _api.dequantize(qt.backend, qt, dtype)
+    return ops.dequantize(qt.backend, qt, dtype)
 
 
 def gemv(x, w, version=None, out_dtype=np.float16):
@@ -102,13 +102,13 @@ def gemv(x, w, version=None, out_dtype=np.float16):
     float16 or float32. Returns (M, N), or (N,) for a 1-D ``x``.
     """
     if is_device_array(x):
-        return _api.gemv(w.backend if isinstance(w, GpuQuantizedTensor) else cupy_backend(), x, w, version,
+        return ops.gemv(w.backend if isinstance(w, GpuQuantizedTensor) else cupy_backend(), x, w, version,
                          out_dtype)
     if isinstance(w, GpuQuantizedTensor):
         raise TypeError("x is a numpy array but w is on the GPU; pass a CuPy x (cupy.asarray(x))")
-    return _api.gemv_reference(x, w, version, out_dtype)
+    return ops.gemv_reference(x, w, version, out_dtype)
 
 
 def to_device(qt) -> GpuQuantizedTensor:
     """Copy a numpy :class:`int4ref.QuantizedTensor` to the GPU (codes packed two per byte)."""
-    return _api.to_device(cupy_backend(), qt)
+    return ops.to_device(cupy_backend(), qt)

@@ -14,7 +14,7 @@ backend) step by step:
 4. pack two codes per byte, element ``2k`` in the HIGH nibble; an odd count is padded with
    the code of 0. Packed shape ``((n + 1) // 2, 1)``, uint8;
 5. with ``compress_statistics=True``: ``offset = absmax.mean()`` (torch's float32 summation
-   order, see :mod:`int4ref._torchmath`), then ``absmax - offset`` in blocks of 256 to the
+   order, see :mod:`int4ref.torchmath`), then ``absmax - offset`` in blocks of 256 to the
    signed 8-bit dynamic map with the CPU kernel's 65536-point lookup rounding. That lookup
    arrived in bitsandbytes 0.50.0 (PR #1968, ``csrc/cpu_ops.cpp``, ``quantize_cpu_impl``);
    0.49.x rounds to the exact nearest code on the CPU, so its nested ``absmax`` codes can
@@ -52,7 +52,8 @@ from .. import _fast
 from .._checks import as_float_array, check_packed
 from ..formats import get_format
 from ..packing import pack_nibbles, unpack_nibbles
-from ..quant import QuantizedTensor, ScaleState, double_quantize, map_rows
+from ..parallel import map_rows
+from ..quant import QuantizedTensor, ScaleState, double_quantize
 
 f32 = np.float32
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -105,7 +106,7 @@ def quantize_4bit(A, blocksize: int = 64, quant_type: str = "nf4", compress_stat
     reproduce for ``state.offset``: the float32 lanes of torch's sum kernel (8 for torch 2.13
     on x86, AVX-512 machines included, since ``SumKernel.cpp`` registers no AVX-512 variant)
     and torch's thread count, which only matters above 32768 blocks; default: what
-    :func:`int4ref._torchmath.torch_defaults` guesses for this machine.
+    :func:`int4ref.torchmath.torch_defaults` guesses for this machine.
 
     Note: bitsandbytes' own default is ``quant_type="fp4"``; this reference defaults to NF4,
     the format people mean when they say "4-bit bitsandbytes".
@@ -185,7 +186,8 @@ def dequantize_4bit(packed, state: QuantState) -> np.ndarray:
     absmax = _absmax_values(state)
     n_blocks = -(-n // state.blocksize)
     if absmax.shape != (n_blocks,):
-        raise ValueError(f"state has {absmax.size} absmax values; {n} values in blocks of {state.blocksize} need {n_blocks}")
+        raise ValueError(f"state has {absmax.size} absmax values; {n} values in blocks of {state.blocksize} "
+                         f"need {n_blocks}")
     table = get_format(_FORMAT[state.quant_type]).table
     out = np.empty(2 * packed.size, dtype=f32)
     bs = state.blocksize

@@ -42,10 +42,10 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .. import parallel
 from .._checks import as_float_array
 from ..packing import pack_nibbles, unpack_nibbles
 
@@ -159,7 +159,6 @@ def _dequantize_iq4_nl_reference(blocks):
 # block maxima come from pairwise trees over the float bit patterns instead.
 # ---------------------------------------------------------------------------------------
 
-_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _CHUNK = 16384  # blocks per work item (2 MiB of float32): numpy calls cost microseconds each
 _NIBBLES = np.uint64(0x0F0F0F0F0F0F0F0F)
 _BIT0S = np.uint64(0x0101010101010101)
@@ -454,9 +453,9 @@ _DEQUANTIZE = {
 
 
 def _run_chunks(kernel, src, dst, chunk):
-    """Apply ``kernel`` to row chunks of ``src``/``dst`` on up to ``_WORKERS`` threads."""
+    """Apply ``kernel`` to row chunks of ``src``/``dst`` on int4ref's thread pool (int4ref.parallel)."""
     spans = [(a, min(a + chunk, len(src))) for a in range(0, len(src), chunk)]
-    if len(spans) == 1 or _WORKERS == 1:
+    if len(spans) == 1 or parallel.THREADS == 1:
         scratch = {}
         for a, b in spans:
             kernel(src[a:b], dst[a:b], scratch)
@@ -468,9 +467,8 @@ def _run_chunks(kernel, src, dst, chunk):
             local.scratch = {}
         kernel(src[span[0]:span[1]], dst[span[0]:span[1]], local.scratch)
 
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:  # numpy releases the GIL
-        for _ in pool.map(work, spans):
-            pass
+    for _ in parallel.pool().map(work, spans):  # numpy releases the GIL
+        pass
 
 
 def _type_name(type_name) -> str:
@@ -568,7 +566,8 @@ def dequantize(data, type_name: str) -> np.ndarray:
     name = _type_name(type_name)
     arr = np.asarray(data)
     if arr.dtype != np.uint8:
-        raise TypeError(f"data has dtype {arr.dtype}; expected uint8 block bytes (as returned by quantize or read_gguf)")
+        raise TypeError(f"data has dtype {arr.dtype}; expected uint8 block bytes "
+                        f"(as returned by quantize or read_gguf)")
     if arr.ndim == 0 or arr.size == 0:
         raise ValueError(f"data is empty or a scalar (shape {arr.shape}); nothing to dequantize")
     size = TYPE_SIZE[name]

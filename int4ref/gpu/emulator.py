@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _kernels
+from .kernels import HEADER, INCLUDE_LINE, KERNEL_FILES, KERNELS, raw_source
 
 SIMT_HEADER = r"""
-// ---- int4ref SIMT emulator: CUDA kernels as CPU fibers (see int4ref/gpu/_emulator.py) ----
+// ---- int4ref SIMT emulator: CUDA kernels as CPU fibers (see int4ref/gpu/emulator.py) ----
 #include <ucontext.h>
 #include <math.h>
 #include <cmath>
@@ -338,14 +338,14 @@ def emulator_source(kernels: dict[str, tuple[str, tuple[str, ...]]] | None = Non
     wrapper per name expression.
 
     ``kernels`` maps a file name to ``(code, expressions)``; the default is the package's
-    files with every expression of :data:`int4ref.gpu._kernels.KERNELS`.
+    files with every expression of :data:`int4ref.gpu.KERNELS`.
     """
     if kernels is None:
-        kernels = {name: (_kernels.raw_source(name), _kernels.KERNELS[name]) for name in _kernels.KERNEL_FILES}
-    parts = [SIMT_HEADER, _kernels.raw_source(_kernels.HEADER)]
+        kernels = {name: (raw_source(name), KERNELS[name]) for name in KERNEL_FILES}
+    parts = [SIMT_HEADER, raw_source(HEADER)]
     index, wrappers = [], []
     for name, (code, expressions) in kernels.items():
-        parts.append(f"// ---- {name} ----\n" + _kernels._INCLUDE_LINE.sub("", code))
+        parts.append(f"// ---- {name} ----\n" + INCLUDE_LINE.sub("", code))
         for expr in expressions:
             i = len(index)
             index.append((name, expr))
@@ -392,7 +392,7 @@ def build(compiler: str | None = None, kernels=None) -> tuple[Path, list[tuple[s
 class EmulatorBackend:
     """Launches the kernels on the CPU emulator; arrays are numpy arrays.
 
-    The same code in :mod:`int4ref.gpu._api` drives this backend and the CuPy one, so the
+    The same code in :mod:`int4ref.gpu.ops` drives this backend and the CuPy one, so the
     tests exercise the real launch configuration and argument lists.
     """
 

@@ -24,10 +24,11 @@ torch uses here by default, and ``(simd_width, num_threads)`` targets another ru
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
+
+from .parallel import cpu_count
 
 f32 = np.float32
 GRAIN_SIZE = 32768
@@ -110,8 +111,7 @@ def torch_defaults() -> tuple[int, int]:
     torch = sys.modules.get("torch")
     if torch is not None:  # already imported by the caller: ask it
         return 8, torch.get_num_threads()
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 8, threads
+    return 8, cpu_count()
 
 
 def mean32(x, simd_width: int | None = None, num_threads: int | None = None) -> np.float32:

@@ -1,15 +1,15 @@
 """Where kernels run: the CuPy backend (a real GPU).
 
-A backend gives :mod:`int4ref.gpu._api` an array module (``xp``), allocation, host copies
+A backend gives :mod:`int4ref.gpu.ops` an array module (``xp``), allocation, host copies
 and ``launch(file, expression, grid, block, args)``. :class:`CupyBackend` launches
-through ``cupy.RawModule``; :class:`int4ref.gpu._emulator.EmulatorBackend` runs the same
+through ``cupy.RawModule``; :class:`int4ref.gpu.emulator.EmulatorBackend` runs the same
 kernels on the CPU for the test suite.
 """
 from __future__ import annotations
 
 from functools import lru_cache
 
-from . import _kernels
+from . import kernels
 
 
 class NoDeviceError(RuntimeError):
@@ -72,7 +72,7 @@ class CupyBackend:
         self.xp.cuda.get_current_stream().synchronize()
 
     def launch(self, name: str, expression: str, grid: tuple, block: tuple, args: tuple) -> None:
-        _kernels.function(name, expression)(tuple(grid), tuple(block), tuple(args))
+        kernels.function(name, expression)(tuple(grid), tuple(block), tuple(args))
 
 
 @lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 #: Kernel sources, in the order the book presents them. ``common.cu`` is their header.
@@ -30,8 +30,10 @@ ARCHS = (75, 80, 86, 89, 90)
 #: contraction, subnormals kept, IEEE division). No fast math anywhere.
 COMPILE_OPTIONS = ("--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
 
-_INCLUDE_LINE = re.compile(r'^#include "(?P<name>[\w.]+)"\s*$', re.MULTILINE)
+INCLUDE_LINE = re.compile(r'^#include "(?P<name>[\w.]+)"\s*$', re.MULTILINE)
 
+#: Threads per warp (WARP_SIZE in common.cu).
+WARP_SIZE = 32
 GEMV_M_MAX = (1, 4, 16)  # gemv_v3 instantiations; M = 2..3 runs the M_MAX = 4 one
 GEMV_VERSIONS = ("v1", "v2", "v3")
 
@@ -82,7 +84,7 @@ def raw_source(name: str) -> str:
     return resources.files("int4ref.gpu").joinpath(name).read_text(encoding="utf-8")
 
 
-@lru_cache(maxsize=None)
+@cache
 def source(name: str) -> str:
     """The file with ``#include "common.cu"`` replaced by the header's text."""
     text = raw_source(name)
@@ -93,7 +95,7 @@ def source(name: str) -> str:
             raise ValueError(f"{name}: only {HEADER} may be included, found {included!r}")
         return f"// ---- begin {HEADER} ----\n{raw_source(HEADER)}\n// ---- end {HEADER} ----"
 
-    return _INCLUDE_LINE.sub(paste, text)
+    return INCLUDE_LINE.sub(paste, text)
 
 
 def excerpt(name: str, kernel: str) -> str:
@@ -247,7 +249,7 @@ def parse_ptxas_log(log: str, arch: int) -> dict[str, dict]:
 # CuPy (needs a GPU)
 
 
-@lru_cache(maxsize=None)
+@cache
 def module(name: str):
     """``cupy.RawModule`` of one kernel file for the current device (compiled on first use)."""
     import cupy

@@ -13,10 +13,10 @@ import numpy as np
 
 from .. import codebooks
 from .._checks import check_positive_int
-from ..formats import Format, _store, get_format
+from ..formats import Format, get_format, store_scales
 from ..packing import pack_nibbles
-from ..quant import QuantizedTensor, ScaleState, _resolve_group_size
-from . import _kernels
+from ..quant import QuantizedTensor, ScaleState, resolve_group_size
+from . import kernels
 
 f32, f16 = np.dtype(np.float32), np.dtype(np.float16)
 
@@ -27,8 +27,10 @@ SUPPORTED_FORMATS = ("nf4", "fp4_bnb", "lloyd_max", "int4_sym")
 GEMV_MAX_M = 16
 DQ_BLOCKSIZE = 256  # double quantization: scales per second-level block (bitsandbytes' choice)
 
-_FLAG_NONFINITE, _FLAG_OVERFLOW, _FLAG_UNDERFLOW = 1, 2, 4
-_CTYPE = {f32: "float", f16: "__half"}
+#: Error bits the quantize kernel sets in its flags word (FLAG_* in common.cu).
+FLAG_NONFINITE, FLAG_SCALE_OVERFLOW, FLAG_SCALE_UNDERFLOW = 1, 2, 4
+#: The CUDA C type of each dtype the kernels read or write.
+CTYPE = {f32: "float", f16: "__half"}
 
 
 def is_device_array(x) -> bool:
@@ -84,11 +86,13 @@ class _DeviceTables:
 _TABLES = _DeviceTables()
 
 
-def _values(be, fmt):
+def device_values(be, fmt):
+    """The 16 code values of ``fmt`` (:func:`format_tables`) on the device, cached per backend."""
     return _TABLES.get(be, ("values", fmt.name), lambda: format_tables(fmt)[0])
 
 
-def _midpoints(be, fmt):
+def device_midpoints(be, fmt):
+    """The midpoints of ``fmt`` (:func:`format_tables`) on the device, cached per backend."""
     return _TABLES.get(be, ("midpoints", fmt.name), lambda: format_tables(fmt)[1])
 
 
@@ -265,7 +269,8 @@ def _raise_nonfinite(be, flat, name):
                          f"4-bit formats cannot represent NaN or Inf")
 
 
-def _next_pow2(v: int) -> int:
+def next_pow2(v: int) -> int:
+    """The smallest power of two >= v (1 for v <= 1)."""
     return 1 << max(0, (v - 1).bit_length())
 
 
@@ -275,9 +280,9 @@ def quantize_plan(n: int, group_size: int, itemsize: int, aligned: bool) -> dict
     vec = 16 // itemsize
     if not (aligned and group_size % vec == 0 and n % vec == 0):
         vec = 2
-    lpg = min(32, _next_pow2(math.ceil(group_size / vec)))
+    lpg = min(kernels.WARP_SIZE, next_pow2(math.ceil(group_size / vec)))
     n_groups = math.ceil(n / group_size)
-    groups_per_block = (256 // 32) * (32 // lpg)
+    groups_per_block = (256 // kernels.WARP_SIZE) * (kernels.WARP_SIZE // lpg)
     return {"vec": vec, "lanes_per_group": lpg, "grid": (math.ceil(n_groups / groups_per_block),), "block": (256,)}
 
 
@@ -295,7 +300,7 @@ def quantize(be, x, format="nf4", group_size=64, scale_dtype=np.float32, double_
         raise TypeError(f"scale_dtype must be float32 or float16, got {sdt}")
     flat = _check_input(be, x)
     in_dtype = np.dtype(x.dtype)  # what dequantize returns by default, as in numpy
-    g = _resolve_group_size(group_size, tuple(x.shape))
+    g = resolve_group_size(group_size, tuple(x.shape))
     _check_even_group(g)
     n = flat.size
     plan = quantize_plan(n, g, flat.dtype.itemsize, be.ptr(flat) % 16 == 0)
@@ -303,14 +308,14 @@ def quantize(be, x, format="nf4", group_size=64, scale_dtype=np.float32, double_
     scales = be.empty(math.ceil(n / g), sdt)
     flags = be.zeros(1, np.int32)
     _, _, order = format_tables(fmt)
-    expr = _kernels.quantize_expr(_CTYPE[np.dtype(flat.dtype)], fmt.kind == "int_sym", plan["vec"])
+    expr = kernels.quantize_expr(CTYPE[np.dtype(flat.dtype)], fmt.kind == "int_sym", plan["vec"])
     be.launch("quantize.cu", expr, plan["grid"], plan["block"],
-              (flat, np.int64(n), np.int32(g), np.int32(plan["lanes_per_group"]), _midpoints(be, fmt),
+              (flat, np.int64(n), np.int32(g), np.int32(plan["lanes_per_group"]), device_midpoints(be, fmt),
                np.uint64(order), packed, scales, np.int32(sdt == f16), flags))
     bits = int(be.to_host(flags)[0])
-    if bits & _FLAG_NONFINITE:
+    if bits & FLAG_NONFINITE:
         _raise_nonfinite(be, flat, "x")
-    if bits & (_FLAG_OVERFLOW | _FLAG_UNDERFLOW):
+    if bits & (FLAG_SCALE_OVERFLOW | FLAG_SCALE_UNDERFLOW):
         _raise_scale_error(be, flat, g, fmt)
     state = None
     if double_quant:
@@ -327,7 +332,7 @@ def _raise_scale_error(be, flat, g, fmt):
     groups = xp.concatenate([flat, xp.zeros(pad, flat.dtype)]) if pad else flat
     absmax = xp.abs(groups.reshape(-1, g)).max(axis=1).astype(np.float32)
     scales = absmax / np.float32(7) if fmt.kind == "int_sym" else absmax
-    _store(np.asarray(be.to_host(scales), dtype=np.float32), np.float16)
+    store_scales(np.asarray(be.to_host(scales), dtype=np.float32), np.float16)
     raise AssertionError("a kernel flagged a float16 scale error that the reference does not see")
 
 
@@ -388,9 +393,9 @@ def dequantize(be, qt: GpuQuantizedTensor, dtype=None):
     out_dt = f16 if dtype == f16 else f32
     plan = dequantize_plan(n, g, be.ptr(qt.packed) % 8 == 0)
     out = be.empty(n, out_dt)
-    expr = _kernels.dequantize_expr(_CTYPE[np.dtype(scales.dtype)], _CTYPE[out_dt], plan["bytes"])
+    expr = kernels.dequantize_expr(CTYPE[np.dtype(scales.dtype)], CTYPE[out_dt], plan["bytes"])
     be.launch("dequantize.cu", expr, plan["grid"], plan["block"],
-              (qt.packed, np.int64(n), np.int32(g), _values(be, fmt), scales, out))
+              (qt.packed, np.int64(n), np.int32(g), device_values(be, fmt), scales, out))
     out = out.reshape(qt.shape)
     return out.astype(dtype) if dtype != out_dt else out
 
@@ -424,8 +429,8 @@ def check_gemv(x_shape, x_dtype, w_shape, group_size, fmt_name, version=None, ou
     fast_ok = K % 32 == 0 and group_size % 32 == 0
     if version is None:
         version = "v3" if fast_ok else "v1"
-    if version not in _kernels.GEMV_VERSIONS:
-        raise ValueError(f"version must be one of {_kernels.GEMV_VERSIONS} or None, got {version!r}")
+    if version not in kernels.GEMV_VERSIONS:
+        raise ValueError(f"version must be one of {kernels.GEMV_VERSIONS} or None, got {version!r}")
     if version != "v1" and not fast_ok:
         raise ValueError(f"gemv {version} needs K and group_size to be multiples of 32 (K = {K}, "
                          f"group_size = {group_size}); use version='v1'")
@@ -437,8 +442,8 @@ def gemv_plan(version: str, M: int, N: int) -> dict:
         return {"grid": (math.ceil(N / 128),), "block": (128,)}
     if version == "v2":
         return {"grid": (math.ceil(N / 4),), "block": (128,)}
-    m_max = next(m for m in _kernels.GEMV_M_MAX if m >= M)
-    rows_per_block = 4 * _kernels.gemv_v3_rows(m_max)
+    m_max = next(m for m in kernels.GEMV_M_MAX if m >= M)
+    rows_per_block = 4 * kernels.gemv_v3_rows(m_max)
     return {"grid": (math.ceil(N / rows_per_block),), "block": (128,), "m_max": m_max}
 
 
@@ -457,18 +462,18 @@ def gemv(be, x, w: GpuQuantizedTensor, version=None, out_dtype=np.float16):
             raise ValueError("could not get a 16-byte aligned copy of x")
     scales = w.scales if w.scale_state is None else decode_scales(be, w.scale_state, w.n_groups)
     y = be.empty((M, N), out_dtype)
-    run_gemv(be, version, w.packed, scales, _values(be, fmt), x2, y, M, N, K, w.group_size, fmt.kind == "int_sym")
+    run_gemv(be, version, w.packed, scales, device_values(be, fmt), x2, y, M, N, K, w.group_size, fmt.kind == "int_sym")
     return y.reshape(N) if squeeze else y
 
 
 def run_gemv(be, version, packed, scales, values, x, y, M, N, K, group_size, uniform):
     """Launch one GEMV kernel on prepared device arrays (no validation: the benchmark's entry)."""
     plan = gemv_plan(version, M, N)
-    s_type = _CTYPE[np.dtype(scales.dtype)]
+    s_type = CTYPE[np.dtype(scales.dtype)]
     if version == "v3":
-        expr = _kernels.gemv_expr("v3", s_type, plan["m_max"], uniform)
+        expr = kernels.gemv_expr("v3", s_type, plan["m_max"], uniform)
     else:
-        expr = _kernels.gemv_expr(version, s_type)
+        expr = kernels.gemv_expr(version, s_type)
     be.launch("gemv.cu", expr, plan["grid"], plan["block"],
               (packed, scales, values, x, y, np.int32(np.dtype(y.dtype) == f16), np.int32(M), np.int32(N),
                np.int32(K), np.int32(group_size)))

@@ -30,7 +30,8 @@ def repo_copy(tmp_path):
     """The parts of the repository the script reads, in a scratch directory."""
     for name in ("book", "notebooks"):
         shutil.copytree(ROOT / name, tmp_path / name)
-    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    for name in ("_config.yml", "pyproject.toml"):  # the repository, the requirements
+        shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
 
 
@@ -55,8 +56,13 @@ def test_install_cell_follows_the_repository_in_config(repo_copy):
                       encoding="utf-8")
     assert run_sync("--check", "--root", str(repo_copy)).returncode == 1
     assert run_sync("--root", str(repo_copy)).returncode == 0
-    notebook = (repo_copy / "notebooks" / "index.ipynb").read_text(encoding="utf-8")
-    assert f"git clone -q --depth 1 --branch {repo['branch']} https://github.com/someone/fork int4book" in notebook
+    import json
+
+    nb = json.loads((repo_copy / "notebooks" / "index.ipynb").read_text(encoding="utf-8"))
+    install = "".join(next(c for c in nb["cells"] if c["cell_type"] == "code")["source"])
+    branch = repo["branch"]
+    assert f'"--branch", "{branch}",' in install
+    assert '"https://github.com/someone/fork", "int4book"' in install
 
 
 def test_stale_notebook_is_reported_and_removed(repo_copy):

@@ -1,0 +1,192 @@
+"""Every chapter teaches with the same frame (issue 13, "Make every chapter teach"):
+
+* near the top, before the first code cell (the hidden Colab install cell aside) and
+  before the first section, an admonition whose body says what the reader will learn
+  ("You will learn", at least three bullets) and what they need first ("You need");
+* an admonition titled "Key takeaways" after it, with at least three bullets.
+
+The chapters are those of the "Chapters" part of _toc.yml, except the preface (how to
+read the book) and the explorers (a page of widgets). The check reads the MyST source
+line by line: fenced blocks (```` ``` ```` or ``~~~``, any length) are tracked so that a
+heading or an admonition inside a code cell does not count.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXEMPT = {"book/preface", "book/explorers"}
+ADMONITIONS = {"admonition", "note", "tip", "hint", "important", "seealso", "warning",
+               "caution", "attention", "danger", "error"}
+FENCE = re.compile(r"^(`{3,}|~{3,})(.*)$")
+
+
+def toc_chapters() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    part = next((p for p in toc.get("parts", []) if p.get("caption") == "Chapters"), None)
+    assert part is not None, "_toc.yml has no 'Chapters' part"
+    return [c["file"] for c in part["chapters"] if c["file"] not in EXEMPT]
+
+
+def blocks(text: str) -> list[dict]:
+    """The top-level blocks that matter here, in order: fenced directives and code blocks
+    (``kind`` the directive name or "code", ``title``, ``body``, ``tags``) and ``##``
+    headings (``kind`` "heading")."""
+    out, lines, i = [], text.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        m = FENCE.match(line)
+        if m:
+            fence, info = m.group(1), m.group(2).strip()
+            j = i + 1
+            while j < len(lines):
+                close = FENCE.match(lines[j])
+                if (close and close.group(1)[0] == fence[0] and len(close.group(1)) >= len(fence)
+                        and not close.group(2).strip()):
+                    break
+                j += 1
+            else:
+                raise ValueError(f"line {i + 1}: unterminated fence {fence!r}")
+            body = lines[i + 1:j]
+            directive = re.match(r"\{([\w:-]+)\}\s*(.*)", info)
+            kind = directive.group(1) if directive else "code"
+            title = directive.group(2).strip() if directive else ""
+            options = [b for b in body if b.startswith(":")]
+            tags = " ".join(b for b in options if b.startswith(":tags:"))
+            content = [b for b in body if not b.startswith(":")]
+            out.append({"kind": kind, "title": title, "body": "\n".join(content),
+                        "tags": tags, "line": i + 1})
+            i = j + 1
+            continue
+        if line.startswith("## "):
+            out.append({"kind": "heading", "title": line[3:].strip(), "body": "", "tags": "",
+                        "line": i + 1})
+        i += 1
+    return out
+
+
+def bullets(body: str) -> int:
+    return sum(1 for line in body.splitlines() if re.match(r"\s*[-*] \S", line))
+
+
+def problems(text: str) -> list[str]:
+    """What the chapter lacks of the frame; empty when it has it all."""
+    found = blocks(text)
+    first = next((k for k, b in enumerate(found)
+                  if b["kind"] == "heading"
+                  or (b["kind"] == "code-cell" and "colab-install" not in b["tags"])),
+                 len(found))
+    top = next((k for k, b in enumerate(found[:first])
+                if b["kind"] in ADMONITIONS and "You will learn" in b["body"]), None)
+    issues = []
+    if top is None:
+        issues.append("no admonition with 'You will learn' before the first code cell or section")
+    else:
+        box = found[top]["body"]
+        learn, _, need = box.partition("You will learn")[2].partition("You need")
+        if "You need" not in box:
+            issues.append(f"line {found[top]['line']}: the top box has no 'You need'")
+        elif not need.strip():
+            issues.append(f"line {found[top]['line']}: 'You need' says nothing")
+        if bullets(learn) < 3:
+            issues.append(f"line {found[top]['line']}: fewer than 3 'You will learn' bullets")
+    after = found[top + 1:] if top is not None else found
+    takeaways = [b for b in after if b["kind"] == "admonition" and b["title"] == "Key takeaways"]
+    if not takeaways:
+        issues.append("no 'Key takeaways' admonition after the top box")
+    elif bullets(takeaways[0]["body"]) < 3:
+        issues.append(f"line {takeaways[0]['line']}: fewer than 3 key takeaways")
+    return issues
+
+
+def test_the_chapters_are_found():
+    chapters = toc_chapters()
+    assert "book/memory" in chapters and "book/gptq-awq" in chapters
+    assert not EXEMPT & set(chapters)
+
+
+@pytest.mark.parametrize("chapter", toc_chapters())
+def test_chapter_has_its_boxes(chapter):
+    text = (ROOT / f"{chapter}.md").read_text(encoding="utf-8")
+    assert problems(text) == [], chapter
+
+
+# --- the check itself can fail ----------------------------------------------------------
+
+HEAD = """---
+kernelspec:
+  name: python3
+---
+
+(ch-fake)=
+# A fake chapter
+
+```{code-cell} ipython3
+:tags: [remove-cell, colab-install]
+
+# Colab install cell
+```
+
+An introduction.
+"""
+TOP = """
+```{admonition} In this chapter
+:class: note
+**You will learn** to
+
+- do one thing;
+- do another;
+- do a third.
+
+**You need** {ref}`ch-uniform`.
+```
+"""
+CODE = """
+```{code-cell} ipython3
+x = 1
+```
+
+## A section
+"""
+END = """
+```{admonition} Key takeaways
+:class: important
+- one;
+- two;
+- three.
+```
+"""
+
+
+def test_a_complete_fake_chapter_passes():
+    assert problems(HEAD + TOP + CODE + END) == []
+
+
+def test_a_chapter_without_boxes_fails():
+    issues = problems(HEAD + CODE)
+    assert any("You will learn" in p for p in issues)
+    assert any("Key takeaways" in p for p in issues)
+
+
+def test_the_top_box_must_come_before_the_first_code_cell():
+    assert any("before the first code cell" in p for p in problems(HEAD + CODE + TOP + END))
+
+
+def test_the_top_box_must_say_what_is_needed_and_list_enough():
+    no_need = TOP.replace("**You need** {ref}`ch-uniform`.", "")
+    assert any("no 'You need'" in p for p in problems(HEAD + no_need + CODE + END))
+    one_bullet = TOP.replace("- do another;\n- do a third.\n", "")
+    assert any("fewer than 3 'You will learn'" in p for p in problems(HEAD + one_bullet + CODE + END))
+    short_end = END.replace("- two;\n- three.\n", "")
+    assert any("fewer than 3 key takeaways" in p for p in problems(HEAD + TOP + CODE + short_end))
+
+
+def test_boxes_inside_a_code_cell_do_not_count():
+    hidden = "\n````{code-cell} ipython3\ns = '''\n" + TOP + END + "'''\n````\n"
+    issues = problems(HEAD + hidden + CODE)
+    assert any("You will learn" in p for p in issues) and any("Key takeaways" in p for p in issues)

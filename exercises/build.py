@@ -83,6 +83,162 @@ class BuildError(Exception):
 
 
 # ---------------------------------------------------------------------------------------
+# hidden-test helpers and type mutants
+# ---------------------------------------------------------------------------------------
+
+#: Prepended by the build to every hidden test cell that calls ``_no_int4ref(fn, ...)``:
+#: calls ``fn`` with every function and method of int4ref (in its modules, its classes and
+#: the notebook's own globals) replaced by one that fails, so that an "implement X"
+#: answer that calls int4ref's implementation of X fails the test.
+NO_REFERENCE_HELPER = '''\
+def _no_int4ref(_fn, *_args, **_kwargs):
+    import sys as _sys
+    import types as _types
+    def _refuse(*_a, **_k):
+        raise AssertionError("this question asks you to implement it: "
+                             "calling int4ref's own implementation scores nothing")
+    def _ours(_v):
+        return isinstance(_v, _types.FunctionType) and str(getattr(_v, "__module__", "")).split(".")[0] == "int4ref"
+    _saved = []
+    try:
+        for _name, _mod in list(_sys.modules.items()):
+            if _name.split(".")[0] != "int4ref":
+                continue
+            for _k, _v in list(vars(_mod).items()):
+                if _ours(_v):
+                    _saved.append((vars(_mod), _k, _v)); setattr(_mod, _k, _refuse)
+                elif isinstance(_v, type) and str(_v.__module__).split(".")[0] == "int4ref":
+                    for _ck, _cv in list(vars(_v).items()):
+                        if _ours(_cv) and not _ck.startswith("__"):
+                            _saved.append((_v, _ck, _cv)); setattr(_v, _ck, _refuse)
+        _g = _fn.__globals__
+        for _k, _v in list(_g.items()):
+            if _ours(_v):
+                _saved.append((_g, _k, _v)); _g[_k] = _refuse
+        return _fn(*_args, **_kwargs)
+    finally:
+        for _owner, _k, _v in reversed(_saved):
+            if isinstance(_owner, dict):
+                _owner[_k] = _v
+            else:
+                setattr(_owner, _k, _v)
+'''
+
+#: Declared return types (``returns:`` in a question's config): ``uint8[]`` (an ndarray of
+#: that dtype), ``float32`` / ``uint8`` (a numpy scalar of that dtype), ``int``, ``float``
+#: (Python numbers), ``number`` (int or float, for predictions), ``tuple`` (a shape), and
+#: ``(a, b, ...)`` for a function returning a tuple.
+RETURN_TYPES = {"int", "float", "number", "tuple"}
+NUMPY_TYPES = {"float16", "float32", "float64", "uint8", "int8", "int32", "int64"}
+#: The type mutants that tests/test_exercises.py plants: each changes what the answer
+#: returns without changing its values (wrong dtype; wrong shape or Python type).
+MUTANT_KINDS = ("dtype", "shape")
+
+MUTANT_HELPER = '''\
+# --- a planted type mutant (tests/test_exercises.py): the solution above, its results
+# --- given a wrong dtype / shape / Python type with the same values
+def _int4book_mutate(v, d, kind):
+    import numpy as _np
+    d = d.strip()
+    wider = {"float16": "float32", "float32": "float64", "float64": "float32", "uint8": "int64",
+             "int8": "int64", "int32": "int64", "int64": "int32"}
+    if d.startswith("("):
+        parts = [p.strip() for p in d[1:-1].split(",")]
+        if isinstance(v, tuple) and len(v) == len(parts):
+            return tuple(_int4book_mutate(x, p, kind) for x, p in zip(v, parts))
+        return v
+    if d.endswith("[]"):
+        if not (isinstance(v, _np.ndarray) and v.dtype == _np.dtype(d[:-2])):
+            return v
+        if kind == "dtype":
+            return v.astype(wider[d[:-2]])
+        return v.reshape(-1) if v.ndim >= 2 else v.reshape(1, -1)
+    if d in wider:
+        if not (isinstance(v, _np.generic) and v.dtype == _np.dtype(d)):
+            return v
+        if kind == "dtype":
+            return _np.float32(v) if d == "uint8" else _np.dtype(wider[d]).type(v)
+        return _np.array([v])
+    if d == "int":
+        if isinstance(v, bool) or not isinstance(v, (int, _np.integer)):
+            return v
+        return float(v) if kind == "dtype" else _np.array([v])
+    if d == "float":
+        if not isinstance(v, float):
+            return v
+        return _np.float32(v) if kind == "dtype" else _np.array([v])
+    if d == "number":
+        return _np.array([v]) if kind == "shape" and isinstance(v, (int, float)) else v
+    if d == "tuple":
+        return list(v) if kind == "shape" and isinstance(v, tuple) else v
+    raise ValueError(d)
+
+
+def _int4book_wrap(f, d, kind):
+    def wrapper(*args, **kwargs):
+        return _int4book_mutate(f(*args, **kwargs), d, kind)
+    wrapper.__name__ = f.__name__
+    return wrapper
+'''
+
+
+def parse_returns(decl: str) -> list[str]:
+    """The parts of a declared return type; raises BuildError when one is unknown."""
+    d = str(decl).strip()
+    parts = [p.strip() for p in d[1:-1].split(",")] if d.startswith("(") and d.endswith(")") else [d]
+    for p in parts:
+        if not (p in RETURN_TYPES or p in NUMPY_TYPES or (p.endswith("[]") and p[:-2] in NUMPY_TYPES)):
+            raise BuildError(f"unknown return type {p!r} in {decl!r}")
+    return parts
+
+
+def mutant_applies(decl: str, kind: str) -> bool:
+    """Whether the ``kind`` mutant changes a value declared as ``decl``."""
+    parts = parse_returns(decl)
+    if kind == "shape":
+        return True
+    return any(p not in ("number", "tuple") for p in parts)
+
+
+def type_mutant_source(answer: str, returns: dict[str, str], kind: str) -> str:
+    """The answer cell ``answer`` (a solution) followed by code that gives what it defines
+    (``returns``: name -> declared type) a wrong dtype (``kind="dtype"``) or a wrong shape
+    or Python type (``kind="shape"``), values unchanged."""
+    if kind not in MUTANT_KINDS:
+        raise BuildError(f"unknown mutant kind {kind!r}")
+    out = [answer.rstrip(), "", MUTANT_HELPER]
+    for n, d in returns.items():
+        out.append(f"{n} = _int4book_wrap({n}, {d!r}, {kind!r}) if callable({n}) else "
+                   f"_int4book_mutate({n}, {d!r}, {kind!r})")
+    return "\n".join(out) + "\n"
+
+
+def question_configs(name: str) -> dict[str, dict]:
+    """question -> its config (the YAML of its ``# BEGIN QUESTION`` cell), in order."""
+    out = {}
+    for cell in read_master(name).cells:
+        if _raw_kind(cell) == ("BEGIN", "QUESTION"):
+            cfg = _question_config(cell)
+            out[cfg["name"]] = cfg
+    return out
+
+
+def question_returns(name: str) -> dict[str, dict[str, str]]:
+    """Autograded question -> what it asks to return (``returns:`` in its config)."""
+    out = {}
+    for q, cfg in question_configs(name).items():
+        if cfg.get("manual"):
+            continue
+        returns = cfg.get("returns")
+        if not isinstance(returns, dict) or not returns:
+            raise BuildError(f"{name} {q}: no `returns:` in its config (name -> type of what it asks for)")
+        for decl in returns.values():
+            parse_returns(decl)
+        out[q] = {str(k): str(v) for k, v in returns.items()}
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # masters
 # ---------------------------------------------------------------------------------------
 
@@ -134,6 +290,11 @@ def build(name: str, out_root: Path = BUILD_DIR, quiet: bool = True) -> Path:
 
     nb = read_master(name)
     _setup_index(nb, str(master_path(name)))
+    question_returns(name)  # every autograded question declares what it returns
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.lstrip().startswith("# HIDDEN") and "_no_int4ref(" in cell.source:
+            first, _, rest = cell.source.partition("\n")
+            cell.source = first + "\n" + NO_REFERENCE_HELPER + rest
     dest = out_root / name
     if dest.exists():
         shutil.rmtree(dest)

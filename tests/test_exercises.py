@@ -11,11 +11,19 @@ What is checked, per assignment (exercises/<name>.md, built by exercises/build.p
   marks, with at least one HIDDEN test case failing. Wrong answers are batched: round i
   fills in the i-th wrong answer of every question (the solution elsewhere) and is graded
   once; per-question scores come from otter's results.json;
+* every autograded question declares what it returns (``returns:`` in its config), and
+  its hidden tests check it: for each kind in ``exbuild.MUTANT_KINDS`` the solution is
+  planted with its results given a wrong dtype (float32 -> float64, uint8 -> int64, a
+  uint8 zero-point as float32, an int as a float, a float as np.float32), or a wrong shape
+  or Python type (a numpy scalar or a number as a one-element array, a 2-D array flattened,
+  a 1-D one as a row, a shape tuple as a list), same values; each such mutant must lose
+  points on a hidden test;
 * no student file contains solution code, a hidden test, or a hidden-test marker;
 * the book pages in exercises/book/ are in sync with the masters.
 
 Needs otter-grader (``pip install -e ".[exercises]"``); skipped without it. Runtime: about
-a minute and a half on 2 cores (every otter run starts a kernel; they run 2 at a time).
+three and a half minutes on 2 cores (every otter run starts a kernel; they run 2 at a
+time). The course-edition test also needs the book extra (myst-parser, sphinx-exercise).
 """
 from __future__ import annotations
 
@@ -75,7 +83,8 @@ def built(tmp_path_factory) -> dict[str, Path]:
 def graded(built, tmp_path_factory):
     """Every otter run of the module, WORKERS (= CPU cores, at most 4) at a time.
 
-    Returns {(name, "solution" | "blank" | "wrong<i>"): results.json, or the exception}.
+    Returns {(name, "solution" | "blank" | "wrong<i>" | "type-<kind>"): results.json, or the
+    exception}.
     The solution is graded with ``otter run --debug``, which fails on any cell that raises.
     """
     work = tmp_path_factory.mktemp("submissions")
@@ -91,6 +100,15 @@ def graded(built, tmp_path_factory):
             path.parent.mkdir()
             nbformat.write(exbuild.make_submission(student, solution, answers), path)
             subs[f"wrong{r}"] = path
+        returns = exbuild.question_returns(name)
+        sol_cells = exbuild.answer_cells(solution)
+        for kind in exbuild.MUTANT_KINDS:  # type mutants: the solution, its results retyped
+            answers = {q: exbuild.type_mutant_source(solution.cells[sol_cells[q]].source, r, kind)
+                       for q, r in returns.items() if any(exbuild.mutant_applies(d, kind) for d in r.values())}
+            path = work / f"{name}-type-{kind}" / f"{name}.ipynb"
+            path.parent.mkdir()
+            nbformat.write(exbuild.make_submission(student, solution, answers), path)
+            subs[f"type-{kind}"] = path
         zip_path = exbuild.autograder_zip(dest)
         for kind, path in subs.items():
             jobs[(name, kind)] = (exbuild.otter_run, zip_path, path, work / "results" / f"{name}-{kind}",
@@ -285,3 +303,126 @@ def test_wrong_answers_are_caught_by_hidden_tests(built, graded, name):
             elif not any(cases[q][i]["hidden"] for i in failed or []):
                 problems.append(f"{q} round {r} ({pitfall}): no hidden test failed (failed cases {failed})")
     assert not problems, f"{name}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_questions_declare_what_they_return(name):
+    """Each autograded question's config says what it asks for (``returns:``: name ->
+    type), and its solution cell defines those names."""
+    returns = exbuild.question_returns(name)  # raises on a missing or unknown declaration
+    nb = exbuild.read_master(name)
+    solutions = {}
+    q = None
+    for cell in nb.cells:
+        kind = exbuild._raw_kind(cell)
+        if kind == ("BEGIN", "QUESTION"):
+            q = exbuild._question_config(cell)["name"]
+        elif cell.cell_type == "code" and q in returns and "SOLUTION" in cell.source:
+            solutions[q] = solutions.get(q, "") + cell.source
+    for q, r in returns.items():
+        for n in r:
+            assert re.search(rf"^(def {n}\(|{n}\s*=)", solutions.get(q, ""), re.M), f"{name} {q}: {n} is not defined"
+
+
+def test_type_mutants_change_what_they_should():
+    """The mutants themselves: same values, another dtype / shape / type."""
+    import numpy as np
+
+    env: dict = {}
+    exec(exbuild.MUTANT_HELPER, env)
+    mutate = env["_int4book_mutate"]
+    v = (np.arange(6, dtype=np.uint8).reshape(2, 3), np.float32(0.5), np.uint8(3))
+    d = "(uint8[], float32, uint8)"
+    c, s, z = mutate(v, d, "dtype")
+    assert (c.dtype, type(s), type(z)) == (np.int64, np.float64, np.float32) and np.array_equal(c, v[0])
+    c, s, z = mutate(v, d, "shape")
+    assert (c.shape, s.shape, z.shape) == ((6,), (1,), (1,)) and s[0] == v[1]
+    assert mutate(7, "int", "dtype") == 7 and type(mutate(7, "int", "dtype")) is float
+    assert type(mutate(0.25, "float", "dtype")) is np.float32 and mutate((1, 2), "tuple", "shape") == [1, 2]
+    assert mutate(np.zeros(3, np.float32), "float32[]", "shape").shape == (1, 3)
+    assert not exbuild.mutant_applies("number", "dtype") and exbuild.mutant_applies("number", "shape")
+    with pytest.raises(exbuild.BuildError):
+        exbuild.parse_returns("(uint8[], float33)")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hidden_tests_check_what_each_question_returns(built, graded, name):
+    """A question whose hidden tests let the solution through with a wrong dtype, shape
+    or Python type of what it returns (same values) fails here."""
+    cases = zip_tests(exbuild.autograder_zip(built[name]))
+    problems = []
+    for kind in exbuild.MUTANT_KINDS:
+        results = _result(graded, name, f"type-{kind}")
+        for q, r in exbuild.question_returns(name).items():
+            if not any(exbuild.mutant_applies(d, kind) for d in r.values()):
+                continue
+            got, full = exbuild.question_scores(results)[q]
+            failed = failed_cases(results, q)
+            if got >= full:
+                problems.append(f"{q} ({kind} of {r}): full marks {got}/{full}")
+            elif not any(cases[q][i]["hidden"] for i in failed or []):
+                problems.append(f"{q} ({kind} of {r}): no hidden test failed (failed cases {failed})")
+    assert not problems, f"{name}: hidden tests do not check what the question returns:\n" + "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------
+# the course edition (INT4BOOK_HIDE_SOLUTIONS=1)
+# ---------------------------------------------------------------------------------------
+
+def _build_exercise_pages(out: Path, hide: bool) -> dict[str, str]:
+    """Build exercises/book/*.md alone with Sphinx, the extensions the book uses for them
+    (myst-parser, sphinx-exercise, tools/int4book_sphinx.py, whose config hook reads
+    INT4BOOK_HIDE_SOLUTIONS), and return {name: the page's text, tags stripped}."""
+    import html as _html
+    import shutil
+    import subprocess
+    import sys
+
+    src = out / "src"
+    (src / "exercises" / "book").mkdir(parents=True)
+    for p in (EXERCISES / "book").glob("*.md"):
+        shutil.copy(p, src / "exercises" / "book" / p.name)
+    (src / "index.md").write_text("# Exercises\n\n```{toctree}\n:glob:\nexercises/book/*\n```\n", encoding="utf-8")
+    (src / "conf.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'tools')!r})\n"
+        "extensions = ['myst_parser', 'sphinx_exercise', 'int4book_sphinx']\n"
+        "myst_enable_extensions = ['colon_fence', 'dollarmath']\n"
+        "suppress_warnings = ['myst.xref_missing', 'ref.doc']\n",
+        encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "INT4BOOK_HIDE_SOLUTIONS"}
+    if hide:
+        env["INT4BOOK_HIDE_SOLUTIONS"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "sphinx", "-q", "-b", "html", str(src), str(out / "html")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pages = {}
+    for p in (out / "html" / "exercises" / "book").glob("*.html"):
+        body = p.read_text(encoding="utf-8")
+        body = re.sub(r"<script.*?</script>", "", body, flags=re.S)
+        pages[p.stem] = " ".join(_html.unescape(re.sub(r"<[^>]+>", "", body)).split())
+    return pages
+
+
+def test_course_edition_has_no_solution_text(tmp_path):
+    """INT4BOOK_HIDE_SOLUTIONS=1: no solution code or written answer in any exercise page.
+
+    The same pages built without it contain every snippet looked for (the search has teeth)."""
+    pytest.importorskip("sphinx_exercise", reason="the book extra (sphinx-exercise) is not installed")
+    pytest.importorskip("myst_parser", reason="the book extra (myst-parser) is not installed")
+    full = _build_exercise_pages(tmp_path / "full", hide=False)
+    course = _build_exercise_pages(tmp_path / "course", hide=True)
+    assert sorted(full) == sorted(course) == sorted(exbuild.ASSIGNMENTS)
+    for name in exbuild.ASSIGNMENTS:
+        code = [" ".join(c.split()) for c in _solution_snippets(name)]
+        # the written answers and the rubrics' example answers, as rendered (no markup)
+        master = " ".join((EXERCISES / f"{name}.md").read_text(encoding="utf-8").split())
+        written = [re.sub(r"[`*]", "", m).strip() for m in
+                   re.findall(r'\*\*Answer\.\*\* ([^`*$]{30,60})|Example: "([^`*$"]{25,50})', master) for m in m if m]
+        assert code and len(written) >= 3, (name, written)
+        snippets = code + written
+        missing = [s for s in snippets if s not in full[name]]
+        assert not missing, f"{name}: the full edition lacks {missing[:3]} (the search would have no teeth)"
+        leaked = [s for s in snippets if s in course[name]]
+        assert not leaked, f"{name}: the course edition shows solution text {leaked[:3]}"
+        assert "Solution to" not in course[name] and "Solution to" in full[name]

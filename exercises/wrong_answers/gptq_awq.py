@@ -155,3 +155,46 @@ WRONG = {
          "    return float(np.mean((X @ (W.astype(np.float64) - W_hat).T) ** 2))\n"),
     ],
 }
+
+WRONG["q1"] += [
+    ("the right ratio as a numpy float32 (computed in float32)",
+     "def relative_output_error(W, W_hat, X):\n"
+     "    X = np.asarray(X, dtype=np.float32)\n"
+     "    diff = np.asarray(W, dtype=np.float32) - np.asarray(W_hat, dtype=np.float32)\n"
+     "    return np.sum((X @ diff.T) ** 2) / np.sum((X @ np.asarray(W, dtype=np.float32).T) ** 2)\n"),
+    ("calls int4ref's metric instead of implementing it",
+     "def relative_output_error(W, W_hat, X):\n"
+     "    return float(int4ref.metrics.layer_output_error(X, np.asarray(W).T, np.asarray(W_hat).T) ** 2)\n"),
+]
+WRONG["q3"] += [
+    ("returns the working float64 result (right values, float64)",
+     "def gptq_int4_sym(W, X, group_size=16, damp=0.01):\n"
+     "    W = np.array(W, dtype=np.float64)\n"
+     "    n_out, n_in = W.shape\n"
+     "    X = np.asarray(X, dtype=np.float64)\n"
+     "    H = 2 / X.shape[0] * (X.T @ X)\n"
+     "    H[np.diag_indices(n_in)] += damp * np.mean(np.diag(H))\n"
+     "    U = np.linalg.cholesky(np.linalg.inv(H)).T\n"
+     "    W_hat = np.empty((n_out, n_in), dtype=np.float64)\n"
+     "    for j in range(n_in):\n"
+     "        if j % group_size == 0:\n"
+     "            s = np.abs(W[:, j:j + group_size]).max(axis=1).astype(f32) / f32(7)\n"
+     "        W_hat[:, j] = np.clip(np.rint(W[:, j].astype(f32) / s), -7, 7) * s\n"
+     "        err = (W[:, j] - W_hat[:, j]) / U[j, j]\n"
+     "        W[:, j + 1:] -= np.outer(err, U[j, j + 1:])\n"
+     "    return W_hat\n"),
+]
+WRONG["q6"] += [
+    ("the loss as a numpy float32",
+     "def awq_scale(x_mean, ratio):\n"
+     "    s = np.maximum(np.asarray(x_mean, dtype=np.float64) ** ratio, 1e-4)\n"
+     "    return (s / np.sqrt(s.max() * s.min())).astype(np.float32)\n"
+     "\n"
+     "\n"
+     "def awq_loss(W, X, ratio, fmt=\"int4_sym\", group_size=16):\n"
+     "    X = np.asarray(X, dtype=np.float64)\n"
+     "    s = awq_scale(np.abs(X).mean(axis=0), ratio)\n"
+     "    W = np.asarray(W, dtype=np.float32)\n"
+     "    W_hat = int4ref.dequantize(int4ref.quantize(W * s, fmt, group_size)) / s\n"
+     "    return np.float32(np.mean((X @ (W.astype(np.float64) - W_hat).T) ** 2))\n"),
+]

@@ -56,3 +56,64 @@ WRONG = {
          "                     for i in range(n_groups)], dtype=np.float32)\n"),
     ],
 }
+
+WRONG["q1"] += [
+    ("pads by repeating the data (np.resize) instead of with zeros: wrong when the wrapped values are large",
+     "def group_quantize(x, group_size):\n"
+     "    x = np.asarray(x, dtype=np.float32)\n"
+     "    flat = x.reshape(-1)\n"
+     "    n_groups = -(-flat.size // group_size)\n"
+     "    groups = np.resize(flat, n_groups * group_size).reshape(n_groups, group_size)\n"
+     "    scales = (np.abs(groups).max(axis=1) / np.float32(7)).astype(np.float32)\n"
+     "    safe = np.where(scales == 0, np.float32(1), scales)\n"
+     "    q = np.clip(np.rint(groups / safe[:, None]), -7, 7) + 8\n"
+     "    return q.astype(np.uint8).reshape(-1)[: flat.size].reshape(x.shape), scales\n"),
+    ("divides by the scale without a guard: an all-zero group gives 0 / 0 and code 0",
+     "def group_quantize(x, group_size):\n"
+     "    x = np.asarray(x, dtype=np.float32)\n"
+     "    flat = x.reshape(-1)\n"
+     "    n_groups = -(-flat.size // group_size)\n"
+     "    padded = np.zeros(n_groups * group_size, dtype=np.float32)\n"
+     "    padded[: flat.size] = flat\n"
+     "    groups = padded.reshape(n_groups, group_size)\n"
+     "    scales = (np.abs(groups).max(axis=1) / np.float32(7)).astype(np.float32)\n"
+     "    with np.errstate(invalid='ignore', divide='ignore'):\n"
+     "        q = np.nan_to_num(np.clip(np.rint(groups / scales[:, None]), -7, 7), nan=-8) + 8\n"
+     "    return q.astype(np.uint8).reshape(-1)[: flat.size].reshape(x.shape), scales\n"),
+    ("scales in float64 (right values, wrong dtype)",
+     "def group_quantize(x, group_size):\n"
+     "    x = np.asarray(x, dtype=np.float32)\n"
+     "    flat = x.reshape(-1)\n"
+     "    n_groups = -(-flat.size // group_size)\n"
+     "    padded = np.zeros(n_groups * group_size, dtype=np.float32)\n"
+     "    padded[: flat.size] = flat\n"
+     "    groups = padded.reshape(n_groups, group_size)\n"
+     "    scales = (np.abs(groups).max(axis=1) / np.float32(7)).astype(np.float32)\n"
+     "    safe = np.where(scales == 0, np.float32(1), scales)\n"
+     "    q = np.clip(np.rint(groups / safe[:, None]), -7, 7) + 8\n"
+     "    return q.astype(np.uint8).reshape(-1)[: flat.size].reshape(x.shape), scales.astype(np.float64)\n"),
+]
+WRONG["q2"] += [
+    ("calls int4ref (its format's levels) instead of implementing it",
+     "def group_dequantize(codes, scales, group_size):\n"
+     "    codes = np.asarray(codes)\n"
+     "    levels = int4ref.get_format('int4_sym').levels() * np.float32(7)\n"
+     "    per_value = np.repeat(np.asarray(scales, dtype=np.float32), group_size)[: codes.size]\n"
+     "    return (levels[codes.reshape(-1)] * per_value).reshape(codes.shape)\n"),
+]
+WRONG["q4"] += [
+    ("the fixed scales, but no guard for an all-zero row: 0 / 0 casts to code 0",
+     "def quantize_per_channel(W):\n"
+     "    W = np.asarray(W, dtype=np.float32)\n"
+     "    scales = (np.abs(W).max(axis=1, keepdims=True) / np.float32(7)).astype(np.float32)\n"
+     "    with np.errstate(invalid='ignore', divide='ignore'):\n"
+     "        q = np.nan_to_num(np.clip(np.rint(W / scales), -7, 7), nan=-8)\n"
+     "    return (q + 8).astype(np.uint8), scales.reshape(-1)\n"),
+]
+WRONG["q5"] += [
+    ("the right scales, returned as a list",
+     "def group_scales(x, group_size):\n"
+     "    flat = np.asarray(x, dtype=np.float32).reshape(-1)\n"
+     "    n_groups = -(-flat.size // group_size)\n"
+     "    return [np.abs(flat[i * group_size:(i + 1) * group_size]).max() / np.float32(7) for i in range(n_groups)]\n"),
+]

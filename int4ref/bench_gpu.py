@@ -179,7 +179,7 @@ def measure_quantize(bench: Bench, copy_gbps: float, shape, in_dtype, fmt: str, 
     for vec in sorted({2, full}):
         lpg = min(32, ops.next_pow2(math.ceil(g / vec)))
         grid = (math.ceil(n_groups / (8 * (32 // lpg))),)
-        expr = kernels.quantize_expr(ops.CTYPE[np.dtype(in_dtype)], fmt_obj.kind == "int_sym", vec)
+        expr = kernels.quantize_expr(ops.CTYPE[np.dtype(in_dtype)], ops.uses_int_sym_kernel(fmt_obj), vec)
         args = [(xs[i], np.int64(n), np.int32(g), np.int32(lpg), mids, np.uint64(order), packed, scales,
                  np.int32(np.dtype(scale_dtype) == np.float16), flags) for i in range(k)]
         med, samples, method = bench.timer(lambda i: be.launch("quantize.cu", expr, grid, (256,), args[i % k]), k)

@@ -33,7 +33,7 @@ NF4 = np.array(
 NF4_OFFSET = 0.9677083
 
 
-def nf4_from_quantiles(offset: float = NF4_OFFSET, float32_linspace: bool = True) -> np.ndarray:
+def nf4_from_quantiles(offset: float = NF4_OFFSET, float32_linspace: bool = True, *, n_positive: int = 8) -> np.ndarray:
     """Derive the NF4 table from normal quantiles (QLoRA's construction, as bitsandbytes builds it).
 
     Eight positive levels are ``norm.ppf`` at 8 evenly spaced probabilities from ``offset``
@@ -47,14 +47,19 @@ def nf4_from_quantiles(offset: float = NF4_OFFSET, float32_linspace: bool = True
     slightly different and half of the codes move by a few float32 ulps (the NF4 chapter
     computes which). The exact table depends on that rounding, which is why real formats ship
     the table as constants and why tests must compare against :data:`NF4`.
+
+    ``n_positive`` (1..14) moves the split: ``n_positive`` positive and ``15 - n_positive``
+    negative levels by the same recipe (the NF4 builder widget explores it); 8 is NF4's.
     """
     from scipy.stats import norm
 
     if not 0.5 < offset < 1.0:
         raise ValueError(f"offset must be in (0.5, 1), got {offset}")
+    if isinstance(n_positive, bool) or not isinstance(n_positive, (int, np.integer)) or not 1 <= n_positive <= 14:
+        raise ValueError(f"n_positive must be an integer in 1..14, got {n_positive!r}")
     space = linspace32 if float32_linspace else (lambda a, b, n: np.linspace(a, b, n))
-    positive = norm.ppf(space(offset, 0.5, 9)[:-1])
-    negative = -norm.ppf(space(offset, 0.5, 8)[:-1])
+    positive = norm.ppf(space(offset, 0.5, int(n_positive) + 1)[:-1])
+    negative = -norm.ppf(space(offset, 0.5, 16 - int(n_positive))[:-1])
     values = np.sort(np.concatenate([positive, [0.0], negative]).astype(f32))
     return (values / values.max()).astype(f32)
 

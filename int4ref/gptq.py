@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import as_float32_input, as_float_array, check_positive_int
-from .formats import dequantize_groups, get_format, quantize_groups, safe_divide
+from .formats import GroupParams, get_format
 from .quant import QuantizedTensor, dequantize
 
 f32 = np.float32
@@ -164,6 +164,9 @@ def gptq_quantize(
         if z is not None:
             zeros[:, k] = z
 
+    def params(k):  # group k's parameters for every row, as fmt.encode/decode take them
+        return GroupParams(scales[:, k], zeros[:, k] if fmt.has_zero_point else None)
+
     if per_row:  # the reference fits the per-row quantizer before dead columns are zeroed
         fit_group(0, W)
 
@@ -190,8 +193,9 @@ def gptq_quantize(
             if not per_row and j % g == 0:
                 fit_group(k, W[:, j : j + g])
             w = W_blk[:, j - b0]
-            codes[:, j] = _encode(w.astype(f32), fmt, scales[:, k], zeros[:, k])
-            q = dequantize_groups(codes[:, j : j + 1], scales[:, k], zeros[:, k], fmt)[:, 0]
+            p = params(k)
+            codes[:, j] = fmt.encode(w.astype(f32)[:, None], p)[:, 0]  # the format's own encode, one column
+            q = fmt.decode(codes[:, j : j + 1], p)[:, 0]
             d = U[j, j]
             err = (w - q) / d
             W_blk[:, j - b0 + 1 :] -= np.outer(err, U[j, j + 1 : b1])
@@ -218,24 +222,9 @@ def gptq_quantize(
 
 
 def _fit(cols: np.ndarray, fmt, scale_dtype):
-    """Scale (and zero-point) per row of ``cols`` (rows, k), exactly as int4ref.quantize fits
-    a group of k values (float32 arithmetic)."""
-    _, s, z = quantize_groups(np.ascontiguousarray(cols, dtype=f32), fmt, scale_dtype)
-    return s, z
-
-
-def _encode(w: np.ndarray, fmt, scale: np.ndarray, zero) -> np.ndarray:
-    """Codes of one column ``w`` (float32, (rows,)) given each row's group parameters, with the
-    same float32 operations as :func:`int4ref.formats.quantize_groups`."""
-    s = scale.astype(f32)
-    if fmt.kind in ("int_asym", "int_gptq_sym"):
-        q = np.rint(safe_divide(w[:, None], s)[:, 0]) + zero
-        return np.clip(q, 0, 15).astype(np.uint8)
-    if fmt.kind == "int_sym":
-        q = np.rint(safe_divide(w[:, None], s)[:, 0])
-        return (np.clip(q, -7, 7) + 8).astype(np.uint8)
-    inv = f32(1) / np.maximum(s, f32(1e-38))
-    return fmt.nearest(np.clip(w * inv, -1, 1))
+    """Scale (and zero-point) per row of ``cols`` (rows, k): ``fmt.fit``, exactly as
+    int4ref.quantize fits a group of k values."""
+    return fmt.fit(np.ascontiguousarray(cols, dtype=f32), scale_dtype)
 
 
 def inverse_cholesky_upper(H: np.ndarray) -> np.ndarray:

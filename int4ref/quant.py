@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _fast, codebooks, torchmath
+from . import codebooks, torchmath
 from ._checks import as_float32_input, check_codes, check_positive_int
-from .formats import dequantize_groups, get_format, quantize_groups
+from .formats import GroupParams, get_format
 from .parallel import map_rows
 
 f32 = np.float32
@@ -170,7 +170,7 @@ def quantize(x, format="nf4", group_size=64, scale_dtype=np.float32, double_quan
         raise TypeError(f"scale_dtype must be float32 or float16, got {scales.dtype}")
 
     def work(rows: slice) -> None:
-        c, s, z = quantize_groups(groups[rows], fmt, scales.dtype, nearest=_fast.nearest)
+        c, s, z = fmt.quantize(groups[rows], scales.dtype, fast=True)  # fit + encode, fast lookups
         codes[rows], scales[rows] = c, s
         if zeros is not None:
             zeros[rows] = z
@@ -207,15 +207,15 @@ def dequantize(qt: QuantizedTensor, dtype=None) -> np.ndarray:
 
     def work(rows: slice) -> None:
         lo, hi = rows.start * g, rows.stop * g
-        out[lo:hi] = dequantize_groups(
-            flat_codes[lo:hi].reshape(-1, g), scales[rows], None if qt.zeros is None else qt.zeros[rows], fmt
+        out[lo:hi] = fmt.decode(
+            flat_codes[lo:hi].reshape(-1, g), GroupParams(scales[rows], None if qt.zeros is None else qt.zeros[rows])
         ).reshape(-1)
 
     map_rows(work, full, g)
     if full < qt.n_groups:  # the partial last group
         last = slice(full, full + 1)
-        tail = dequantize_groups(
-            flat_codes[full * g :][None, :], scales[last], None if qt.zeros is None else qt.zeros[last], fmt
+        tail = fmt.decode(
+            flat_codes[full * g :][None, :], GroupParams(scales[last], None if qt.zeros is None else qt.zeros[last])
         )
         out[full * g : n] = tail.reshape(-1)
     return out[:n].reshape(qt.shape).astype(dtype or qt.dtype, copy=False)

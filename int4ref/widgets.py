@@ -41,7 +41,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from . import codebooks, data, metrics, packing, viz
 from ._checks import as_float_array
-from .formats import FORMATS, Format, dequantize_groups, quantize_groups
+from .formats import FORMATS, TableFormat, dequantize_groups, quantize_groups
 from .quant import bits_per_weight_formula, dequantize, double_quantize, quantize
 
 __all__ = [
@@ -500,32 +500,13 @@ def nf4_levels(offset: float = codebooks.NF4_OFFSET, n_positive: int = 8, float3
     """16 levels built like NF4 with ``n_positive`` positive and ``15 - n_positive``
     negative normal quantiles plus an exact 0, scaled to [-1, 1] (sorted, float32).
 
-    The default split (8 positive, 7 negative) is :func:`int4ref.codebooks.nf4_from_quantiles`
-    itself; other splits apply the same recipe (quantiles at evenly spaced probabilities
-    from ``offset`` towards 0.5, 0.5 excluded) via :func:`_split_quantile_levels`.
+    This is :func:`int4ref.codebooks.nf4_from_quantiles` with ``n_positive``; the default
+    split (8 positive, 7 negative) is NF4's own.
     """
     if isinstance(n_positive, bool) or not isinstance(n_positive, (int, np.integer)) or not 1 <= n_positive <= 14:
         raise ValueError(
             f"n_positive must be an integer in 1..14 (15 - n_positive negative levels); got {n_positive!r}")
-    if n_positive == 8:
-        return codebooks.nf4_from_quantiles(offset, float32_linspace=float32_linspace)
-    return _split_quantile_levels(offset, int(n_positive), float32_linspace)
-
-
-def _split_quantile_levels(offset: float, n_positive: int, float32_linspace: bool = True) -> np.ndarray:
-    """NF4's construction with any split; equals ``nf4_from_quantiles`` at ``n_positive=8``
-    (tests/test_widgets.py checks this)."""
-    from scipy.stats import norm
-
-    from .torchmath import linspace32
-
-    if not 0.5 < offset < 1.0:
-        raise ValueError(f"offset must be in (0.5, 1), got {offset}")
-    space = linspace32 if float32_linspace else (lambda a, b, n: np.linspace(a, b, n))
-    positive = norm.ppf(space(offset, 0.5, n_positive + 1)[:-1])
-    negative = -norm.ppf(space(offset, 0.5, 16 - n_positive)[:-1])
-    values = np.sort(np.concatenate([positive, [0.0], negative]).astype(np.float32))
-    return (values / values.max()).astype(np.float32)
+    return codebooks.nf4_from_quantiles(offset, float32_linspace=float32_linspace, n_positive=int(n_positive))
 
 
 class NF4Builder(Explorer):
@@ -556,7 +537,7 @@ class NF4Builder(Explorer):
             raise ValueError(f"n={x.size} must be a multiple of group_size={g}")
         groups = x.reshape(-1, g)
         # a table format that is not registered in FORMATS: int4ref's group functions take it directly
-        derived = Format("nf4_derived", "table", "NF4-style levels from the builder", table=levels)
+        derived = TableFormat("nf4_derived", "NF4-style levels from the builder", levels)
         codes, scales, _ = quantize_groups(groups, derived)
         x_derived = dequantize_groups(codes, scales, None, derived).reshape(x.shape)
         x_nf4 = dequantize(quantize(x, "nf4", g))

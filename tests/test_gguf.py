@@ -660,3 +660,32 @@ def test_float16_scale_overflow_is_an_error(row, types):
     for t in types:
         with pytest.raises(ValueError, match=r"block 1 .* beyond the float16 range"):
             g.quantize(x, t)
+
+
+# --- one class per block type ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", TYPES)
+def test_block_type_class_reference_equals_fast(name, monkeypatch):
+    """Each BlockType's literal reference and its chunked fast kernels give the same bytes and
+    values (several chunks on the thread pool), and its layout is what gguf-py says."""
+    bt = g.block_type(name)
+    assert bt is g.BLOCK_TYPES[name] and bt.name == name and g.TYPE_SIZE[name] == bt.type_size
+    assert bt.block_dtype.itemsize == bt.type_size and bt.block_size == g.BLOCK_SIZE
+    assert bt.bits_per_weight() == {"Q4_0": 4.5, "Q4_1": 5.0, "IQ4_NL": 4.5}[name]
+    monkeypatch.setattr(g, "_CHUNK", 7)
+    monkeypatch.setattr(g, "_IQ4_CHUNK", 5)
+    x = np.concatenate([special_blocks(), random_data((40, 32), 3.0, seed=11)])
+    fast = g._quantize_raw(x, name).reshape(-1, bt.type_size)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(bt.quantize_blocks(x.reshape(-1, 32)), fast)
+        assert_same_floats(g.dequantize(fast, name).reshape(-1, 32), bt.dequantize_blocks(fast))
+    if bt.group_format is not None:  # the same per-group rule in int4ref.formats, at float32 scales
+        import int4ref
+        qt = int4ref.quantize(random_data((8, 32), 1.0, seed=12), bt.group_format, 32)
+        ref = bt.quantize_blocks(random_data((8, 32), 1.0, seed=12))
+        np.testing.assert_array_equal(g._codes_reference(ref, 2), qt.codes)
+
+
+def test_block_type_rejects_unknown_names():
+    with pytest.raises(ValueError, match="unknown GGUF type"):
+        g.block_type("Q5_K")

@@ -11,7 +11,7 @@ import int4ref as q
 from int4ref.formats import FORMATS
 
 f32 = np.float32
-TABLE_FORMATS = [n for n, f in FORMATS.items() if f.kind == "table"]
+TABLE_FORMATS = [n for n, f in FORMATS.items() if f.table is not None]
 UNIFORM_FORMATS = ["int4_sym", "int4_q4_0", "int4_asym"]
 
 finite32 = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)

@@ -188,8 +188,10 @@ def test_minilm_option_depends_on_the_package(monkeypatch):
 @pytest.mark.parametrize("offset", [codebooks.NF4_OFFSET, 0.93, 0.99])
 @pytest.mark.parametrize("f32", [True, False])
 def test_split_construction_is_nf4_at_8_7(offset, f32):
-    np.testing.assert_array_equal(widgets._split_quantile_levels(offset, 8, f32),
+    np.testing.assert_array_equal(widgets.nf4_levels(offset, 8, f32),
                                   codebooks.nf4_from_quantiles(offset, float32_linspace=f32))
+    if offset == codebooks.NF4_OFFSET and f32:
+        assert widgets.nf4_levels(offset, 8, f32).tobytes() == codebooks.NF4.tobytes()
 
 
 def nearest_rmse(x, table, g):

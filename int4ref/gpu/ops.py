@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import codebooks
 from .._checks import check_positive_int
-from ..formats import Format, get_format, store_scales
+from ..formats import Format, SymmetricInt, get_format, store_scales
 from ..packing import pack_nibbles
 from ..quant import QuantizedTensor, ScaleState, resolve_group_size
 from . import kernels
@@ -46,21 +46,21 @@ def gpu_format(name) -> Format:
     return fmt
 
 
+def uses_int_sym_kernel(fmt: Format) -> bool:
+    """True when the kernels run ``fmt`` with their ``INT_SYM`` branch (scale absmax/7,
+    codes rint(x/s) + 8: :class:`~int4ref.formats.SymmetricInt`), False for the table branch."""
+    return isinstance(fmt, SymmetricInt)
+
+
 def format_tables(fmt: Format) -> tuple[np.ndarray, np.ndarray, int]:
     """``(values, midpoints, order)`` as the kernels take them.
 
     ``values``: float32 (16,), the value of each code (int4_sym: code - 8, exact).
     ``midpoints``: float32 (16,), the 15 midpoints between sorted values that
-    :meth:`Format.nearest` searches, padded with +inf. ``order``: the code of each sorted
+    :meth:`TableFormat.nearest` searches, padded with +inf. ``order``: the code of each sorted
     position, 4 bits per position (position p in bits 4p..4p+3).
     """
-    if fmt.kind == "int_sym":
-        return (np.arange(16, dtype=np.float32) - np.float32(8)), np.zeros(16, np.float32), 0
-    if fmt.kind != "table" or fmt.sign_magnitude:
-        raise ValueError(f"{fmt.name} has no GPU tables")
-    mids = np.append(fmt._midpoints, np.float32(np.inf)).astype(np.float32)
-    order = sum(int(code) << (4 * pos) for pos, code in enumerate(fmt._order))
-    return fmt.table.astype(np.float32), mids, order
+    return fmt.kernel_tables()
 
 
 def dynamic_map_tables() -> tuple[np.ndarray, np.ndarray]:
@@ -308,7 +308,7 @@ def quantize(be, x, format="nf4", group_size=64, scale_dtype=np.float32, double_
     scales = be.empty(math.ceil(n / g), sdt)
     flags = be.zeros(1, np.int32)
     _, _, order = format_tables(fmt)
-    expr = kernels.quantize_expr(CTYPE[np.dtype(flat.dtype)], fmt.kind == "int_sym", plan["vec"])
+    expr = kernels.quantize_expr(CTYPE[np.dtype(flat.dtype)], uses_int_sym_kernel(fmt), plan["vec"])
     be.launch("quantize.cu", expr, plan["grid"], plan["block"],
               (flat, np.int64(n), np.int32(g), np.int32(plan["lanes_per_group"]), device_midpoints(be, fmt),
                np.uint64(order), packed, scales, np.int32(sdt == f16), flags))
@@ -331,7 +331,7 @@ def _raise_scale_error(be, flat, g, fmt):
     pad = -n % g
     groups = xp.concatenate([flat, xp.zeros(pad, flat.dtype)]) if pad else flat
     absmax = xp.abs(groups.reshape(-1, g)).max(axis=1).astype(np.float32)
-    scales = absmax / np.float32(7) if fmt.kind == "int_sym" else absmax
+    scales = fmt.scale_from_absmax(absmax) if uses_int_sym_kernel(fmt) else absmax
     store_scales(np.asarray(be.to_host(scales), dtype=np.float32), np.float16)
     raise AssertionError("a kernel flagged a float16 scale error that the reference does not see")
 
@@ -462,7 +462,8 @@ def gemv(be, x, w: GpuQuantizedTensor, version=None, out_dtype=np.float16):
             raise ValueError("could not get a 16-byte aligned copy of x")
     scales = w.scales if w.scale_state is None else decode_scales(be, w.scale_state, w.n_groups)
     y = be.empty((M, N), out_dtype)
-    run_gemv(be, version, w.packed, scales, device_values(be, fmt), x2, y, M, N, K, w.group_size, fmt.kind == "int_sym")
+    run_gemv(be, version, w.packed, scales, device_values(be, fmt), x2, y, M, N, K, w.group_size,
+             uses_int_sym_kernel(fmt))
     return y.reshape(N) if squeeze else y
 
 

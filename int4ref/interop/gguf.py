@@ -34,9 +34,13 @@ A code ``c`` in [0, 15] decodes to::
 An array of shape ``(..., n)`` (``n`` a multiple of 32) quantizes to a uint8 array of
 shape ``(..., n // 32 * TYPE_SIZE[type])``, the shape gguf-py uses.
 
-The public functions run chunked, in-place kernels on a few threads; the
-``_quantize_*_reference`` / ``_dequantize_*_reference`` functions are the short,
-literal versions (one block per row) and the tests check both agree byte for byte.
+Each block type is one class, :class:`Q4_0`, :class:`Q4_1`, :class:`IQ4_NL` (a
+:class:`BlockType`, in the style of gguf-py's ``quants.py``; :data:`BLOCK_TYPES` lists them
+by name): its byte layout (``type_size``, ``scale_fields``, the numpy record
+``block_dtype``), its short literal reference ``quantize_blocks`` / ``dequantize_blocks``
+(one block per row) and the chunked, in-place fast kernels ``quantize_chunk`` /
+``dequantize_chunk`` that :func:`quantize` and :func:`dequantize` run on a few threads. The
+tests check reference and fast agree byte for byte.
 """
 from __future__ import annotations
 
@@ -51,7 +55,13 @@ from ..packing import pack_nibbles, unpack_nibbles
 
 __all__ = [
     "BLOCK_SIZE",
+    "BLOCK_TYPES",
+    "BlockType",
+    "IQ4_NL",
+    "Q4_0",
+    "Q4_1",
     "TYPE_SIZE",
+    "block_type",
     "IQ4_NL_VALUES",
     "quantize",
     "dequantize",
@@ -60,18 +70,9 @@ __all__ = [
 ]
 
 BLOCK_SIZE = 32
-TYPE_SIZE = {"Q4_0": 18, "Q4_1": 20, "IQ4_NL": 18}
 #: The 16 levels of IQ4_NL (ggml's ``kvalues_iq4nl``), as int8.
 IQ4_NL_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
 IQ4_NL_VALUES.setflags(write=False)
-
-# One block as a numpy record: the scale(s) as float16 and the 16 code bytes as one opaque
-# 16-byte item, so whole blocks are moved with single cheap copies.
-_BLOCK_DTYPE = {
-    "Q4_0": np.dtype([("d", "<f2"), ("qs", "V16")]),
-    "Q4_1": np.dtype([("d", "<f2"), ("m", "<f2"), ("qs", "V16")]),
-    "IQ4_NL": np.dtype([("d", "<f2"), ("qs", "V16")]),
-}
 
 _F32 = np.float32
 
@@ -277,7 +278,7 @@ def _reciprocal(d):
 
 
 def _quantize_q4_0_chunk(x, out, scratch):
-    blk = out.view(_BLOCK_DTYPE["Q4_0"])[:, 0]
+    blk = out.view(Q4_0.block_dtype)[:, 0]
     t = _buf(scratch, "t", x.shape, _F32)
     codes = _buf(scratch, "codes", x.shape, np.uint8)
     vmax = _signed_absmax(x, scratch)
@@ -297,7 +298,7 @@ def _quantize_q4_0_chunk(x, out, scratch):
 
 
 def _quantize_q4_1_chunk(x, out, scratch):
-    blk = out.view(_BLOCK_DTYPE["Q4_1"])[:, 0]
+    blk = out.view(Q4_1.block_dtype)[:, 0]
     t = _buf(scratch, "t", x.shape, _F32)
     codes = _buf(scratch, "codes", x.shape, np.uint8)
     top, neg = _max_bits(x, scratch)
@@ -328,7 +329,7 @@ def _quantize_q4_1_chunk(x, out, scratch):
 
 
 def _dequantize_q4_0_chunk(b, out, scratch):
-    blk = b.view(_BLOCK_DTYPE["Q4_0"])[:, 0]
+    blk = b.view(Q4_0.block_dtype)[:, 0]
     np.copyto(out, _load_codes(blk["qs"], scratch), casting="unsafe")
     out -= _F32(8)
     with np.errstate(all="ignore"):  # an inf scale times code 8 gives NaN, as in gguf
@@ -336,7 +337,7 @@ def _dequantize_q4_0_chunk(b, out, scratch):
 
 
 def _dequantize_q4_1_chunk(b, out, scratch):
-    blk = b.view(_BLOCK_DTYPE["Q4_1"])[:, 0]
+    blk = b.view(Q4_1.block_dtype)[:, 0]
     np.copyto(out, _load_codes(blk["qs"], scratch), casting="unsafe")
     with np.errstate(all="ignore"):
         out *= blk["d"].astype(_F32)[:, None]
@@ -344,7 +345,7 @@ def _dequantize_q4_1_chunk(b, out, scratch):
 
 
 def _dequantize_iq4_nl_chunk(b, out, scratch):
-    blk = b.view(_BLOCK_DTYPE["IQ4_NL"])[:, 0]
+    blk = b.view(IQ4_NL.block_dtype)[:, 0]
     np.take(_IQ4_NL_F32, _load_codes(blk["qs"], scratch), out=out, mode="clip")
     with np.errstate(all="ignore"):
         out *= blk["d"].astype(_F32)[:, None]
@@ -398,7 +399,7 @@ def _quantize_iq4_nl_chunk(x, out, scratch):
     float32 as the C loops do: the blocks are transposed to (32, n) and summed row by row.
     """
     n = len(x)
-    blk = out.view(_BLOCK_DTYPE["IQ4_NL"])[:, 0]
+    blk = out.view(IQ4_NL.block_dtype)[:, 0]
     xt = _buf(scratch, "xt", (32, n), _F32)
     w = _buf(scratch, "w", (32, n), _F32)
     s = _buf(scratch, "s", (32, n), _F32)
@@ -440,16 +441,139 @@ def _quantize_iq4_nl_chunk(x, out, scratch):
     _store_codes(codes, blk["qs"], scratch)
 
 
-_QUANTIZE = {
-    "Q4_0": _quantize_q4_0_chunk,
-    "Q4_1": _quantize_q4_1_chunk,
-    "IQ4_NL": _quantize_iq4_nl_chunk,
-}
-_DEQUANTIZE = {
-    "Q4_0": _dequantize_q4_0_chunk,
-    "Q4_1": _dequantize_q4_1_chunk,
-    "IQ4_NL": _dequantize_iq4_nl_chunk,
-}
+# ---------------------------------------------------------------------------------------
+# One class per block type (as gguf-py's quants.py): its layout, its reference and its fast
+# kernels side by side. tests/test_gguf.py checks reference == fast and both == ggml's C.
+# ---------------------------------------------------------------------------------------
+
+def _block_record(*scale_fields):
+    """One block as a numpy record: the float16 scale field(s) and the 16 code bytes as one
+    opaque 16-byte item, so whole blocks are moved with single cheap copies."""
+    return np.dtype([(f, "<f2") for f in scale_fields] + [("qs", "V16")])
+
+
+class BlockType:
+    """A GGUF block type: ``block_size`` values stored as ``type_size`` bytes.
+
+    ``scale_fields``: the float16 fields in front of the 16 code bytes (``block_dtype`` is
+    the numpy record of one block). ``quantize_blocks`` / ``dequantize_blocks`` are the short
+    literal references, (n, 32) float32 <-> (n, type_size) uint8; ``quantize_chunk`` /
+    ``dequantize_chunk`` are the fast in-place kernels that :func:`quantize` and
+    :func:`dequantize` run on chunks of blocks on int4ref's thread pool. ``group_format`` names
+    the :mod:`int4ref.formats` format with the same per-group rule, where there is one.
+    """
+
+    name = ""
+    block_size = BLOCK_SIZE
+    type_size = 0
+    scale_fields: tuple[str, ...] = ()
+    block_dtype: np.dtype
+    group_format: str | None = None
+
+    @classmethod
+    def quantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @classmethod
+    def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @staticmethod
+    def quantize_chunk(x, out, scratch):
+        raise NotImplementedError
+
+    @staticmethod
+    def dequantize_chunk(b, out, scratch):
+        raise NotImplementedError
+
+    @classmethod
+    def chunk_blocks(cls) -> int:
+        """Blocks per work item of the fast kernels."""
+        return _CHUNK
+
+    @classmethod
+    def bits_per_weight(cls) -> float:
+        return 8 * cls.type_size / cls.block_size
+
+
+class Q4_0(BlockType):
+    """Q4_0: ``d * (c - 8)``, ``d = v / -8`` with v the block's first value of largest
+    magnitude (ggml ``quantize_row_q4_0_ref`` / ``dequantize_row_q4_0``). 18 bytes: d, 16 code
+    bytes. The same rule on any group size is the ``int4_q4_0`` format
+    (:class:`int4ref.formats.Q4_0Rule`)."""
+
+    name = "Q4_0"
+    type_size = 18
+    scale_fields = ("d",)
+    block_dtype = _block_record("d")
+    group_format = "int4_q4_0"
+    quantize_chunk = staticmethod(_quantize_q4_0_chunk)
+    dequantize_chunk = staticmethod(_dequantize_q4_0_chunk)
+
+    @classmethod
+    def quantize_blocks(cls, blocks):
+        return _quantize_q4_0_reference(blocks)
+
+    @classmethod
+    def dequantize_blocks(cls, blocks):
+        return _dequantize_q4_0_reference(blocks)
+
+
+class Q4_1(BlockType):
+    """Q4_1: ``d * c + m``, ``m = min``, ``d = (max - min) / 15`` (ggml
+    ``quantize_row_q4_1_ref`` / ``dequantize_row_q4_1``). 20 bytes: d, m, 16 code bytes."""
+
+    name = "Q4_1"
+    type_size = 20
+    scale_fields = ("d", "m")
+    block_dtype = _block_record("d", "m")
+    quantize_chunk = staticmethod(_quantize_q4_1_chunk)
+    dequantize_chunk = staticmethod(_dequantize_q4_1_chunk)
+
+    @classmethod
+    def quantize_blocks(cls, blocks):
+        return _quantize_q4_1_reference(blocks)
+
+    @classmethod
+    def dequantize_blocks(cls, blocks):
+        return _dequantize_q4_1_reference(blocks)
+
+
+class IQ4_NL(BlockType):
+    """IQ4_NL: ``d * IQ4_NL_VALUES[c]`` with a fitted ``d`` (ggml ``quantize_iq4_nl`` with no
+    importance matrix / ``dequantize_row_iq4_nl``). 18 bytes: d, 16 code bytes.
+
+    Its quantizer has no separate literal version here: ``quantize_blocks`` runs the fast
+    kernel, and ``tests/test_gguf.py`` checks it against a scalar transcription of the C
+    (``iq4_nl_block_scalar``) and against golden bytes from ggml."""
+
+    name = "IQ4_NL"
+    type_size = 18
+    scale_fields = ("d",)
+    block_dtype = _block_record("d")
+    quantize_chunk = staticmethod(_quantize_iq4_nl_chunk)
+    dequantize_chunk = staticmethod(_dequantize_iq4_nl_chunk)
+
+    @classmethod
+    def quantize_blocks(cls, blocks):
+        blocks = np.ascontiguousarray(blocks, dtype=_F32)
+        out = np.empty((len(blocks), cls.type_size), dtype=np.uint8)
+        cls.quantize_chunk(blocks, out, {})
+        return out
+
+    @classmethod
+    def dequantize_blocks(cls, blocks):
+        return _dequantize_iq4_nl_reference(blocks)
+
+    @classmethod
+    def chunk_blocks(cls):
+        return _IQ4_CHUNK
+
+
+#: The block types by GGUF name.
+BLOCK_TYPES: dict[str, type[BlockType]] = {t.name: t for t in (Q4_0, Q4_1, IQ4_NL)}
+#: Bytes per block of 32 values, by GGUF name.
+TYPE_SIZE = {name: t.type_size for name, t in BLOCK_TYPES.items()}
 
 
 def _run_chunks(kernel, src, dst, chunk):
@@ -469,6 +593,11 @@ def _run_chunks(kernel, src, dst, chunk):
 
     for _ in parallel.pool().map(work, spans):  # numpy releases the GIL
         pass
+
+
+def block_type(type_name) -> type[BlockType]:
+    """The :class:`BlockType` of ``type_name`` ("Q4_0", a GGMLQuantizationType, ...)."""
+    return BLOCK_TYPES[_type_name(type_name)]
 
 
 def _type_name(type_name) -> str:
@@ -532,10 +661,10 @@ def _quantize_raw(x, name: str) -> np.ndarray:
     with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, reported below
         x32 = np.ascontiguousarray(arr, dtype=_F32)
     blocks = x32.reshape(-1, BLOCK_SIZE)
-    out = np.empty((len(blocks), TYPE_SIZE[name]), dtype=np.uint8)
-    chunk = _IQ4_CHUNK if name == "IQ4_NL" else _CHUNK
+    bt = BLOCK_TYPES[name]
+    out = np.empty((len(blocks), bt.type_size), dtype=np.uint8)
     try:
-        _run_chunks(_QUANTIZE[name], blocks, out, chunk)
+        _run_chunks(bt.quantize_chunk, blocks, out, bt.chunk_blocks())
     except _NonFinite:
         as_float_array(arr, "x")  # raises, naming the NaN/Inf, unless float32 conversion made it
         raise ValueError(f"x ({arr.dtype}) has values beyond the float32 range (about 3.4e38); "
@@ -544,8 +673,7 @@ def _quantize_raw(x, name: str) -> np.ndarray:
 
 
 def _check_scales_fit_float16(out, name):
-    fields = {"Q4_0": ("d",), "Q4_1": ("d", "m"), "IQ4_NL": ("d",)}[name]
-    for offset, field in enumerate(fields):
+    for offset, field in enumerate(BLOCK_TYPES[name].scale_fields):
         bits = out[:, 2 * offset : 2 * offset + 2].copy().view("<u2").reshape(-1)
         bad = np.flatnonzero((bits & 0x7C00) == 0x7C00)  # float16 exponent all ones: inf
         if bad.size:
@@ -578,7 +706,7 @@ def dequantize(data, type_name: str) -> np.ndarray:
         )
     blocks = np.ascontiguousarray(arr).reshape(-1, size)
     out = np.empty((len(blocks), BLOCK_SIZE), dtype=_F32)
-    _run_chunks(_DEQUANTIZE[name], blocks, out, _CHUNK)
+    _run_chunks(BLOCK_TYPES[name].dequantize_chunk, blocks, out, _CHUNK)
     return out.reshape(*arr.shape[:-1], arr.shape[-1] // size * BLOCK_SIZE)
 
 

@@ -82,3 +82,18 @@ def source_figures(page: str, root: Path = ROOT) -> int:
     """The figures a chapter pastes with ``{glue:figure}`` or shows with ``{figure}``."""
     text = (root / f"{page}.md").read_text(encoding="utf-8")
     return len(re.findall(r"^(?:```|:::)\{(?:glue:figure|figure|image)\}", text, re.MULTILINE))
+
+
+GLUED_TEMPLATE = re.compile(r'markdown\(r?("""|\'\'\')(.*?)\1\)', re.DOTALL)
+NUMERIC_SPECS = set("bcdoxXeEfFgGn%")
+
+
+def glued_fields(source: str) -> list[tuple[str, str]]:
+    """The ``(name, spec)`` fields a glued paragraph's cell (``markdown(r'''...''')``,
+    written by tools/sync_notebooks.py) fills with this run's values."""
+    import string
+
+    found = []
+    for _, template in GLUED_TEMPLATE.findall(source):
+        found += [(name, spec or "") for _, name, spec, _ in string.Formatter().parse(template) if name]
+    return found

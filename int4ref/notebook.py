@@ -17,8 +17,6 @@ tier: numpy only at import; IPython and matplotlib are imported when used.
 """
 from __future__ import annotations
 
-import base64
-import html
 import string
 from typing import Any
 
@@ -151,10 +149,9 @@ class _Figure:
         return self.png
 
     def _repr_html_(self):
-        data = base64.b64encode(self.png).decode("ascii")
-        wh = f' width="{self.size[0]}" height="{self.size[1]}"' if self.size else ""
-        return (f'<img src="data:image/png;base64,{data}" alt="{html.escape(self.alt, quote=True)}"{wh} '
-                'style="max-width: 100%; height: auto;"/>')
+        from .viz import img_tag
+
+        return img_tag(self.png, self.alt, self.size)
 
     def __repr__(self):
         return f"<figure: {self.alt}>" if self.alt else "<figure>"

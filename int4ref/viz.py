@@ -63,7 +63,7 @@ ERROR_LABEL = "error ŵ − w (tensor units)"
 DENSITY_LABEL = "density (1 / tensor unit)"
 
 __all__ = [
-    "OKABE_ITO", "FORMAT_STYLE", "alt_text", "show", "to_png", "draw_png", "FrameSlider", "group_levels",
+    "OKABE_ITO", "FORMAT_STYLE", "alt_text", "show", "img_tag", "to_png", "draw_png", "FrameSlider", "group_levels",
     "level_usage", "error_sweep",
     "weight_histogram", "error_histogram", "error_vs_value", "error_tradeoff", "sqnr_vs_group_size",
     "sqnr_vs_bits", "scale_heatmap", "plot_level_usage", "outlier_effect", "outlier_numbers", "nibble_map",
@@ -101,6 +101,14 @@ def to_png(fig, dpi=100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def img_tag(png: bytes, alt: str, size: tuple[int, int] | None = None) -> str:
+    """An ``<img>`` with the PNG inline (base64), its alt text and, if given, its (width, height)."""
+    data = base64.b64encode(png).decode("ascii")
+    wh = f' width="{size[0]}" height="{size[1]}"' if size else ""
+    return (f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt, quote=True)}"{wh} '
+            'style="max-width: 100%; height: auto;"/>')
 
 
 def draw_png(fig, compress_level: int = 1, hinting: str = "no_hinting") -> bytes:
@@ -154,15 +162,16 @@ class show:
     def __init__(self, fig, alt: str | None = None, dpi: int = 100):
         self.fig, self.dpi = fig, dpi
         self.alt = alt if alt is not None else alt_text(fig)
+        self._png = None
 
     def _repr_png_(self):
-        return to_png(self.fig, self.dpi)
+        if self._png is None:  # both front-end formats use the same drawing: draw once
+            self._png = to_png(self.fig, self.dpi)
+        return self._png
 
     def _repr_html_(self):
-        data = base64.b64encode(self._repr_png_()).decode("ascii")
         w, h = (self.fig.get_size_inches() * self.dpi).round().astype(int)
-        return (f'<img src="data:image/png;base64,{data}" alt="{html.escape(self.alt, quote=True)}" '
-                f'width="{w}" height="{h}" style="max-width: 100%; height: auto;"/>')
+        return img_tag(self._repr_png_(), self.alt, (int(w), int(h)))
 
 
 class FrameSlider:

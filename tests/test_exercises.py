@@ -289,19 +289,26 @@ def test_blank_student_notebook_scores_zero(graded, name):
     assert scores and {q: s for q, s in scores.items() if s[0] != 0} == {}
 
 
+def _not_caught(results, cases, q) -> str | None:
+    """Why question ``q`` let a variant through (full marks, or no hidden test failed), else None."""
+    got, full = exbuild.question_scores(results)[q]
+    failed = failed_cases(results, q)
+    if got >= full:
+        return f"full marks {got}/{full}"
+    if not any(cases[q][i]["hidden"] for i in failed or []):
+        return f"no hidden test failed (failed cases {failed})"
+    return None
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_wrong_answers_are_caught_by_hidden_tests(built, graded, name):
     cases = zip_tests(exbuild.autograder_zip(built[name]))
     problems = []
     for q, wrongs in wrong_answers(name).items():
         for r, (pitfall, _code) in enumerate(wrongs):
-            results = _result(graded, name, f"wrong{r}")
-            got, full = exbuild.question_scores(results)[q]
-            failed = failed_cases(results, q)
-            if got >= full:
-                problems.append(f"{q} round {r} ({pitfall}): full marks {got}/{full}")
-            elif not any(cases[q][i]["hidden"] for i in failed or []):
-                problems.append(f"{q} round {r} ({pitfall}): no hidden test failed (failed cases {failed})")
+            why = _not_caught(_result(graded, name, f"wrong{r}"), cases, q)
+            if why:
+                problems.append(f"{q} round {r} ({pitfall}): {why}")
     assert not problems, f"{name}:\n" + "\n".join(problems)
 
 
@@ -356,12 +363,9 @@ def test_hidden_tests_check_what_each_question_returns(built, graded, name):
         for q, r in exbuild.question_returns(name).items():
             if not any(exbuild.mutant_applies(d, kind) for d in r.values()):
                 continue
-            got, full = exbuild.question_scores(results)[q]
-            failed = failed_cases(results, q)
-            if got >= full:
-                problems.append(f"{q} ({kind} of {r}): full marks {got}/{full}")
-            elif not any(cases[q][i]["hidden"] for i in failed or []):
-                problems.append(f"{q} ({kind} of {r}): no hidden test failed (failed cases {failed})")
+            why = _not_caught(results, cases, q)
+            if why:
+                problems.append(f"{q} ({kind} of {r}): {why}")
     assert not problems, f"{name}: hidden tests do not check what the question returns:\n" + "\n".join(problems)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import as_float_array
+from ..packing import unpack_nibbles
 from . import gguf
 
 __all__ = ["Q8_0_SIZE", "quantize_q8_0", "q8_0_bytes", "dequantize_q8_0", "matmul_q4_0_q8_0"]
@@ -103,8 +104,8 @@ def matmul_q4_0_q8_0(w_q4_0, x, rounding: str = "reference") -> np.ndarray:
         raise ValueError(f"x must have shape (tokens, {n_blocks * gguf.BLOCK_SIZE}), got {np.shape(x)}")
     blocks = w.reshape(w.shape[0], n_blocks, gguf.TYPE_SIZE["Q4_0"])
     d_w = blocks[..., :2].copy().view("<f2")[..., 0].astype(_F32)           # (out, n_blocks)
-    qs = blocks[..., 2:]
-    c = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.int32) - 8  # element j and j + 16
+    codes = unpack_nibbles(np.ascontiguousarray(blocks[..., 2:]), w.shape[0] * n_blocks * gguf.BLOCK_SIZE, "ggml")
+    c = codes.reshape(w.shape[0], n_blocks, gguf.BLOCK_SIZE).astype(np.int32) - 8
     sumi = np.einsum("obj,tbj->tob", c, q_x.astype(np.int32))                # exact integers
     per_block = (sumi.astype(_F32) * d_w[None]) * d_x.astype(_F32)[:, None, :]
     acc = np.zeros(per_block.shape[:2], dtype=_F32)

@@ -509,14 +509,8 @@ class Q4_0(BlockType):
     group_format = "int4_q4_0"
     quantize_chunk = staticmethod(_quantize_q4_0_chunk)
     dequantize_chunk = staticmethod(_dequantize_q4_0_chunk)
-
-    @classmethod
-    def quantize_blocks(cls, blocks):
-        return _quantize_q4_0_reference(blocks)
-
-    @classmethod
-    def dequantize_blocks(cls, blocks):
-        return _dequantize_q4_0_reference(blocks)
+    quantize_blocks = staticmethod(_quantize_q4_0_reference)
+    dequantize_blocks = staticmethod(_dequantize_q4_0_reference)
 
 
 class Q4_1(BlockType):
@@ -529,14 +523,8 @@ class Q4_1(BlockType):
     block_dtype = _block_record("d", "m")
     quantize_chunk = staticmethod(_quantize_q4_1_chunk)
     dequantize_chunk = staticmethod(_dequantize_q4_1_chunk)
-
-    @classmethod
-    def quantize_blocks(cls, blocks):
-        return _quantize_q4_1_reference(blocks)
-
-    @classmethod
-    def dequantize_blocks(cls, blocks):
-        return _dequantize_q4_1_reference(blocks)
+    quantize_blocks = staticmethod(_quantize_q4_1_reference)
+    dequantize_blocks = staticmethod(_dequantize_q4_1_reference)
 
 
 class IQ4_NL(BlockType):
@@ -561,9 +549,7 @@ class IQ4_NL(BlockType):
         cls.quantize_chunk(blocks, out, {})
         return out
 
-    @classmethod
-    def dequantize_blocks(cls, blocks):
-        return _dequantize_iq4_nl_reference(blocks)
+    dequantize_blocks = staticmethod(_dequantize_iq4_nl_reference)
 
     @classmethod
     def chunk_blocks(cls):

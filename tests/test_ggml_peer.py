@@ -182,7 +182,7 @@ def test_quantize_matches_ggml_quantize_chunk(peer, t, case):
     assert ours.shape == theirs.shape == (x.shape[0], x.shape[1] // 32 * g.TYPE_SIZE[t])
     np.testing.assert_array_equal(ours, theirs, err_msg=f"{t} {case}")
     if t != "IQ4_NL":  # the short reference functions give the same bytes
-        ref = {"Q4_0": g._quantize_q4_0_reference, "Q4_1": g._quantize_q4_1_reference}[t]
+        ref = {"Q4_0": g.Q4_0.quantize_blocks, "Q4_1": g.Q4_1.quantize_blocks}[t]
         with np.errstate(all="ignore"):
             np.testing.assert_array_equal(ref(x.reshape(-1, 32)), theirs.reshape(-1, g.TYPE_SIZE[t]))
     # quantize() returns these bytes, or refuses exactly where C stored an inf scale

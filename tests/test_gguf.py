@@ -16,6 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 from int4ref import parallel
 from int4ref.interop import gguf as g
+from int4ref.interop.gguf import _blocks as gguf_blocks
 
 TYPES = ("Q4_0", "Q4_1", "IQ4_NL")
 GGUF_QUANTIZES = ("Q4_0", "Q4_1")  # gguf-py raises NotImplementedError for IQ4_NL
@@ -116,8 +117,8 @@ def check_against_references(x):
     """Fast kernels vs the short reference functions (no gguf needed)."""
     blocks = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 32)
     for t, qref, dref in (
-        ("Q4_0", g._quantize_q4_0_reference, g._dequantize_q4_0_reference),
-        ("Q4_1", g._quantize_q4_1_reference, g._dequantize_q4_1_reference),
+        ("Q4_0", g.Q4_0.quantize_blocks, g.Q4_0.dequantize_blocks),
+        ("Q4_1", g.Q4_1.quantize_blocks, g.Q4_1.dequantize_blocks),
     ):
         with np.errstate(all="ignore"):
             expected_q = qref(blocks)
@@ -130,7 +131,7 @@ def check_against_references(x):
     q = g._quantize_raw(x, "IQ4_NL").reshape(-1, 18)
     quantize_checked(x, "IQ4_NL", q)
     with np.errstate(all="ignore"):
-        expected = g._dequantize_iq4_nl_reference(q)
+        expected = g.IQ4_NL.dequantize_blocks(q)
     assert_same_floats(g.dequantize(q, "IQ4_NL"), expected)
 
 
@@ -241,9 +242,14 @@ def test_parity_other_input_dtypes_and_layouts(gguf):
     check_parity(gguf, random_data((64, 96), 1.0, seed=4)[::2, ::1])
 
 
+def small_chunks(monkeypatch):
+    """Work items of a few blocks (IQ4_NL: 5, the others: 7), so a small input spans many."""
+    for t in g.BLOCK_TYPES.values():
+        monkeypatch.setattr(t, "chunk_blocks", classmethod(lambda cls, n=5 if t is g.IQ4_NL else 7: n))
+
+
 def test_parity_multi_chunk_threaded(gguf, monkeypatch):
-    monkeypatch.setattr(g, "_CHUNK", 7)
-    monkeypatch.setattr(g, "_IQ4_CHUNK", 5)
+    small_chunks(monkeypatch)
     monkeypatch.setattr(parallel, "THREADS", 2)  # the pool path even on one CPU
     x = np.concatenate([random_data((40, 32), 1.0, seed=5), special_blocks()])
     check_parity(gguf, x)
@@ -315,10 +321,10 @@ def test_exact_expected_bytes():
     assert g.quantize(np.zeros(32, np.float32), "IQ4_NL").tobytes() == b"\x00\x00" + b"\x88" * 16
     # Q4_0 ties: x/d + 8.5 == k gives code k (ties go to the larger code); 16 is clamped to 15
     ties = q4_0_tie_blocks()
-    codes = g._codes_reference(g.quantize(ties, "Q4_0"), 2)
+    codes = gguf_blocks.codes_reference(g.quantize(ties, "Q4_0"), 2)
     expected = np.concatenate([[0], np.arange(1, 17), np.arange(16, 1, -1)])
     np.testing.assert_array_equal(codes, np.broadcast_to(np.minimum(expected, 15), codes.shape))
-    codes = g._codes_reference(g.quantize(q4_1_tie_blocks(), "Q4_1"), 4)
+    codes = gguf_blocks.codes_reference(g.quantize(q4_1_tie_blocks(), "Q4_1"), 4)
     expected = np.concatenate([[0, 15], np.arange(1, 16), np.arange(1, 16)])
     np.testing.assert_array_equal(codes, np.broadcast_to(expected, codes.shape))
 
@@ -330,7 +336,7 @@ def test_scale_is_float16_of_float32_scale():
     vmax = x[np.arange(len(x)), np.abs(x).argmax(axis=1)]
     d32 = vmax / np.float32(-8)
     np.testing.assert_array_equal(q[:, :2].copy().view("<f2")[:, 0], d32.astype(np.float16))
-    codes = g._codes_reference(q, 2)
+    codes = gguf_blocks.codes_reference(q, 2)
     np.testing.assert_array_equal(codes, np.minimum(np.trunc(x / d32[:, None] + np.float32(8.5)), 15))
 
 
@@ -436,8 +442,8 @@ def test_sum_in_order_is_sequential(n):
     expected = np.zeros(n, np.float32)
     for row in a:
         expected += row
-    np.testing.assert_array_equal(g._sum_in_order(a, np.empty(n, np.float32)), expected)
-    assert g._sum_in_order(a, np.empty(n, np.float32))[0] == np.float32(1e8)
+    np.testing.assert_array_equal(gguf_blocks.sum_in_order(a, np.empty(n, np.float32)), expected)
+    assert gguf_blocks.sum_in_order(a, np.empty(n, np.float32))[0] == np.float32(1e8)
 
 
 def test_iq4_nl_constant_block():
@@ -608,7 +614,7 @@ def test_write_gguf_rejects_bad_tensors(gguf, tmp_path):
     with pytest.raises(ValueError, match="not a multiple of 32"):
         g.write_gguf(tmp_path / "a.gguf", {"t": (q, "Q4_0", (2, 72))})
     with pytest.raises(ValueError, match="unknown GGUF type"):
-        g.write_gguf(tmp_path / "a.gguf", {"t": (q, "Q8_0", (2, 64))})
+        g.write_gguf(tmp_path / "a.gguf", {"t": (q, "Q5_0", (2, 64))})
     with pytest.raises(TypeError, match=r"\(data, type_name, shape\)"):
         g.write_gguf(tmp_path / "a.gguf", {"t": q})
     with pytest.raises(ValueError, match="F32 data must be float32 of shape"):
@@ -636,14 +642,14 @@ def test_module_does_not_import_gguf():
 
 def test_constants():
     assert g.BLOCK_SIZE == 32
-    assert g.TYPE_SIZE == {"Q4_0": 18, "Q4_1": 20, "IQ4_NL": 18}
+    assert {"Q4_0": 18, "Q4_1": 20, "IQ4_NL": 18, "Q8_0": 34}.items() <= g.TYPE_SIZE.items()
     assert g.IQ4_NL_VALUES.dtype == np.int8
     assert g.IQ4_NL_VALUES.tolist() == [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
 
 
 def test_constants_match_gguf(gguf):
-    for t in TYPES:
-        assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t]] == (g.BLOCK_SIZE, g.TYPE_SIZE[t])
+    for t, bt in g.BLOCK_TYPES.items():
+        assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t]] == (bt.block_size, bt.type_size)
     assert list(gguf.quants.IQ4_NL.kvalues) == g.IQ4_NL_VALUES.tolist()
 
 
@@ -672,8 +678,7 @@ def test_block_type_class_reference_equals_fast(name, monkeypatch):
     assert bt is g.BLOCK_TYPES[name] and bt.name == name and g.TYPE_SIZE[name] == bt.type_size
     assert bt.block_dtype.itemsize == bt.type_size and bt.block_size == g.BLOCK_SIZE
     assert bt.bits_per_weight() == {"Q4_0": 4.5, "Q4_1": 5.0, "IQ4_NL": 4.5}[name]
-    monkeypatch.setattr(g, "_CHUNK", 7)
-    monkeypatch.setattr(g, "_IQ4_CHUNK", 5)
+    small_chunks(monkeypatch)
     x = np.concatenate([special_blocks(), random_data((40, 32), 3.0, seed=11)])
     fast = g._quantize_raw(x, name).reshape(-1, bt.type_size)
     with np.errstate(all="ignore"):
@@ -683,7 +688,7 @@ def test_block_type_class_reference_equals_fast(name, monkeypatch):
         import int4ref
         qt = int4ref.quantize(random_data((8, 32), 1.0, seed=12), bt.group_format, 32)
         ref = bt.quantize_blocks(random_data((8, 32), 1.0, seed=12))
-        np.testing.assert_array_equal(g._codes_reference(ref, 2), qt.codes)
+        np.testing.assert_array_equal(gguf_blocks.codes_reference(ref, 2), qt.codes)
 
 
 def test_block_type_rejects_unknown_names():

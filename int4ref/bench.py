@@ -7,11 +7,15 @@ says why).
 Every figure is a ratio against a peer library measured in the same process, on the same
 data, with the runs of the two interleaved (ours, peer, ours, peer, ...) so that a
 change in machine load hits both; the table reports medians. Peers: the ``gguf``
-package's numpy quantizers for Q4_0 / Q4_1 / IQ4_NL, and bitsandbytes' CPU backend for
-NF4 (its rows are skipped, with the reason, when bitsandbytes or torch is missing).
+package's numpy code for every GGUF block type (dequantize, and quantize where gguf-py
+has a quantizer), ggml's own C quantizers (``ggml_quantize_chunk`` on one thread, built by
+``python tools/ggml_peer.py build``), and bitsandbytes' CPU backend for NF4. A peer that is
+missing skips its rows, with the reason.
 
-Goals (issue 2): Q4_0 and Q4_1 quantize and dequantize at most 0.5x gguf's time; NF4
-blocksize 64 quantize at most 0.25x bitsandbytes', dequantize at most 1.0x.
+Goals (issues 2 and 16): Q4_0 and Q4_1 quantize and dequantize at most 0.5x gguf's time;
+Q4_K, IQ4_XS and NVFP4 quantize at most 1.0x ggml's C, MXFP4 at most 2.0x; Q4_K, IQ4_XS,
+MXFP4 and NVFP4 dequantize at most 0.5x gguf's; NF4 blocksize 64 quantize at most 0.25x
+bitsandbytes', dequantize at most 1.0x.
 
 ``--json PATH`` writes the table with the device, library versions, commit and date, for
 the book to render.
@@ -29,7 +33,7 @@ import numpy as np
 
 from .results import commit, machine, write_record
 
-__all__ = ["Row", "commit", "format_table", "machine", "main", "run_cpu", "write_record"]
+__all__ = ["Row", "commit", "format_table", "ggml_rows", "gguf_rows", "machine", "main", "run_cpu", "write_record"]
 
 
 @dataclass
@@ -66,24 +70,34 @@ def _interleaved(ours, peer, repeats: int) -> tuple[float, float]:
     return float(np.median(a) * 1e3), float(np.median(b) * 1e3)
 
 
+#: Goals (issues 2 and 16): int4ref's time at most this many times the peer's.
+#: Quantize against ggml's single-threaded C, dequantize against gguf-py's numpy.
+QUANTIZE_GOALS_VS_C = {"Q4_K": 1.0, "IQ4_XS": 1.0, "NVFP4": 1.0, "MXFP4": 2.0}
+QUANTIZE_GOALS_VS_GGUF = {"Q4_0": 0.5, "Q4_1": 0.5}
+DEQUANTIZE_GOALS_VS_GGUF = {"Q4_0": 0.5, "Q4_1": 0.5, "Q4_K": 0.5, "IQ4_XS": 0.5, "MXFP4": 0.5, "NVFP4": 0.5}
+
+
 def gguf_rows(x: np.ndarray, repeats: int) -> list[Row]:
+    """Every GGUF block type of int4ref.interop.gguf against gguf-py's numpy code."""
     from .interop import gguf as ours
 
+    names = [t for t in ours.BLOCK_TYPES if t != "Q8_0"]
     try:
         import gguf
         from gguf import quants
     except ImportError as exc:
         return [Row(f"{t} {op}", None, "gguf (numpy)", None, None, f"gguf not installed ({exc})")
-                for t in ("Q4_0", "Q4_1") for op in ("quantize", "dequantize")]
+                for t in names for op in ("quantize", "dequantize")]
     rows = []
     version = getattr(gguf, "__version__", None) or _dist_version("gguf")
     peer = f"gguf {version} (numpy)"
-    for type_name, goal in (("Q4_0", 0.5), ("Q4_1", 0.5), ("IQ4_NL", None)):
+    for type_name in names:
         qtype = gguf.GGMLQuantizationType[type_name]
+        goal = QUANTIZE_GOALS_VS_GGUF.get(type_name)
+        data = ours.quantize(x, type_name)
         try:
-            data = quants.quantize(x, qtype)
-        except NotImplementedError:  # gguf-py has no IQ4_NL quantizer (dequantize only)
-            data = ours.quantize(x, type_name)
+            quants.quantize(x[:1], qtype)
+        except NotImplementedError:  # gguf-py dequantizes IQ4_NL, the K-quants, ... but cannot quantize them
             rows.append(Row(f"{type_name} quantize", None, peer, None, goal, f"{peer} has no {type_name} quantizer"))
         else:
             q_ours, q_peer = _interleaved(lambda: ours.quantize(x, type_name), lambda: quants.quantize(x, qtype),
@@ -91,7 +105,41 @@ def gguf_rows(x: np.ndarray, repeats: int) -> list[Row]:
             rows.append(Row(f"{type_name} quantize", q_ours, peer, q_peer, goal))
         d_ours, d_peer = _interleaved(lambda: ours.dequantize(data, type_name),
                                       lambda: quants.dequantize(data, qtype), repeats)
-        rows.append(Row(f"{type_name} dequantize", d_ours, peer, d_peer, goal))
+        rows.append(Row(f"{type_name} dequantize", d_ours, peer, d_peer, DEQUANTIZE_GOALS_VS_GGUF.get(type_name)))
+    return rows
+
+
+def _load_ggml_peer():
+    """tools/ggml_peer.py's ``load()`` from the repository int4ref is installed from (editable
+    installs): ggml's C built by ``python tools/ggml_peer.py build``. Raises with the reason."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parent.parent / "tools" / "ggml_peer.py"
+    if not script.is_file():
+        raise RuntimeError("tools/ggml_peer.py not found (int4ref is not installed from its repository)")
+    spec = importlib.util.spec_from_file_location("int4ref_ggml_peer_tool", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load()
+
+
+def ggml_rows(x: np.ndarray, repeats: int) -> list[Row]:
+    """Quantize with int4ref against ggml's own C (``ggml_quantize_chunk``, one thread)."""
+    from . import parallel
+    from .interop import gguf as ours
+
+    names = [t for t in ours.BLOCK_TYPES if t != "Q8_0"]
+    try:
+        peer_lib = _load_ggml_peer()
+    except Exception as exc:
+        reason = f"ggml's C not available ({type(exc).__name__}: {exc}); run python tools/ggml_peer.py build"
+        return [Row(f"{t} quantize vs C", None, "ggml C", None, QUANTIZE_GOALS_VS_C.get(t), reason) for t in names]
+    peer = f"ggml C (ggml_quantize_chunk, 1 thread; int4ref {parallel.THREADS} threads)"
+    rows = []
+    for type_name in names:
+        q_ours, q_peer = _interleaved(lambda: ours.quantize(x, type_name),
+                                      lambda: peer_lib.quantize_chunk(type_name, x), repeats)
+        rows.append(Row(f"{type_name} quantize vs C", q_ours, peer, q_peer, QUANTIZE_GOALS_VS_C.get(type_name)))
     return rows
 
 
@@ -155,7 +203,7 @@ def format_table(rows: list[Row]) -> str:
 
 def run_cpu(size: int, repeats: int) -> dict:
     x = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
-    rows = gguf_rows(x, repeats) + bnb_rows(x, repeats) + core_rows(x, repeats)
+    rows = gguf_rows(x, repeats) + ggml_rows(x, repeats) + bnb_rows(x, repeats) + core_rows(x, repeats)
     return {
         "benchmark": "cpu",
         "shape": [size, size],

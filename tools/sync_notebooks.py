@@ -626,6 +626,9 @@ def _code_cell(root: Path, source: PurePosixPath, cell, index: SiteIndex):
     tags = set(cell.metadata.get("tags", []))
     if "remove-cell" in tags:
         hidden(cell, "Set-up (hidden on the site)", outputs=True)
+    elif "hide-cell" in tags:  # the site's collapsed "For implementers" cells: collapsed here too
+        label = str(mystnb.get("code_prompt_show", "")).replace("{type}", "code")
+        hidden(cell, label, outputs=True)
     elif tags & {"remove-input", "hide-input"}:
         hidden(cell)
     if "remove-output" in tags:

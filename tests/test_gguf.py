@@ -348,13 +348,19 @@ def iq4_nl_block_scalar(block):
     f = np.float32
     values = [int(v) for v in g.IQ4_NL_VALUES]
 
-    def best_index(v):
-        v2, idx = v + v, 0
-        for step in (8, 4, 2, 1):
-            j = idx + step
-            if v2 >= f(values[j - 1] + values[j]):
-                idx = j
-        return idx
+    def best_index(x):  # ggml's best_index_int8, comparisons as written (NaN ends at 15)
+        if x <= values[0]:
+            return 0
+        if x >= values[-1]:
+            return 15
+        lo, hi = 0, 15
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if x < values[mid]:
+                hi = mid
+            else:
+                lo = mid
+        return hi - 1 if x - f(values[hi - 1]) < f(values[hi]) - x else hi
 
     x = [f(v) for v in block]
     weight = [v * v for v in x]

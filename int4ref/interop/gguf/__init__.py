@@ -4,7 +4,8 @@ One module per format family, one class per block type (a :class:`BlockType`, in
 of gguf-py's ``quants.py``; :data:`BLOCK_TYPES` lists them by GGUF name):
 
 * :mod:`~int4ref.interop.gguf.q4`: ``Q4_0``, ``Q4_1`` (32 values, float16 scale [and min]);
-* :mod:`~int4ref.interop.gguf.iq4`: ``IQ4_NL`` (32 values on a non-uniform table);
+* :mod:`~int4ref.interop.gguf.iq4`: ``IQ4_NL`` (32 values on a non-uniform table) and
+  ``IQ4_XS`` (the same table in 256-value super-blocks with 6-bit sub-block scales);
 * :mod:`~int4ref.interop.gguf.q8_0`: ``Q8_0`` (32 int8 values, float16 scale);
 * :mod:`~int4ref.interop.gguf.q4_k`, :mod:`~int4ref.interop.gguf.q6_k`: the K-quants
   (256-value super-blocks); :mod:`~int4ref.interop.gguf.fp4`: MXFP4 and NVFP4.
@@ -39,7 +40,7 @@ import numpy as np
 from ..._checks import as_float_array
 from . import fp4, iq4, q4, q4_k, q6_k, q8_0
 from ._blocks import F32, BlockType, NonFinite, run_chunks
-from .iq4 import IQ4_NL, IQ4_NL_VALUES
+from .iq4 import IQ4_NL, IQ4_NL_VALUES, IQ4_XS
 from .q4 import Q4_0, Q4_1
 from .q8_0 import Q8_0
 
@@ -48,6 +49,7 @@ __all__ = [
     "BLOCK_TYPES",
     "BlockType",
     "IQ4_NL",
+    "IQ4_XS",
     "Q4_0",
     "Q4_1",
     "Q8_0",

@@ -8,7 +8,9 @@ of gguf-py's ``quants.py``; :data:`BLOCK_TYPES` lists them by GGUF name):
   ``IQ4_XS`` (the same table in 256-value super-blocks with 6-bit sub-block scales);
 * :mod:`~int4ref.interop.gguf.q8_0`: ``Q8_0`` (32 int8 values, float16 scale);
 * :mod:`~int4ref.interop.gguf.q4_k`, :mod:`~int4ref.interop.gguf.q6_k`: the K-quants
-  (256-value super-blocks); :mod:`~int4ref.interop.gguf.fp4`: MXFP4 and NVFP4.
+  (256-value super-blocks); :mod:`~int4ref.interop.gguf.fp4`: MXFP4 (32 E2M1 values, a
+  power-of-two scale) and NVFP4 (64 values, an FP8 scale per 16). The checkpoint layouts of
+  the last two (gpt-oss, compressed-tensors) are in :mod:`int4ref.interop.fp4_checkpoint`.
 
 Each class holds its byte layout (``block_size``, ``type_size``, the numpy record
 ``block_dtype``), its short literal reference ``quantize_blocks`` / ``dequantize_blocks``
@@ -40,6 +42,7 @@ import numpy as np
 from ..._checks import as_float_array
 from . import fp4, iq4, q4, q4_k, q6_k, q8_0
 from ._blocks import F32, BlockType, NonFinite, run_chunks
+from .fp4 import MXFP4, NVFP4
 from .iq4 import IQ4_NL, IQ4_NL_VALUES, IQ4_XS
 from .q4 import Q4_0, Q4_1
 from .q8_0 import Q8_0
@@ -50,6 +53,8 @@ __all__ = [
     "BlockType",
     "IQ4_NL",
     "IQ4_XS",
+    "MXFP4",
+    "NVFP4",
     "Q4_0",
     "Q4_1",
     "Q8_0",

@@ -48,7 +48,9 @@ test: $(VENV)/.test-deps
 # torch, CPU build; ggml's own C code), with every skip turned into a failure. Installs torch
 # (about 700 MB), so it is its own target; .ci/run runs it after `make test`.
 # tools/ggml_peer.py builds ggml's CPU libraries from the pinned llama-cpp-python sdist into
-# .cache/ggml-peer/ (or $INT4REF_GGML_PEER_DIR): about a minute once, reused after that.
+# .cache/ggml-peer/ (or $INT4REF_GGML_PEER_DIR): about a minute once, reused after that;
+# tools/llama_peer.py builds libllama from the same sdist (the Q4_K_M mix is checked against
+# llama_model_quantize itself): 5-10 minutes on 2 cores once, cached in .cache/ggml-peer/llama/.
 $(VENV)/.peer-deps: $(VENV)/.test-deps pyproject.toml
 	$(PIP) install -q -e ".[peers]"
 	@touch $@
@@ -56,6 +58,7 @@ $(VENV)/.peer-deps: $(VENV)/.test-deps pyproject.toml
 .PHONY: test-peers
 test-peers: $(VENV)/.peer-deps
 	$(PY) tools/ggml_peer.py build
+	$(PY) tools/llama_peer.py build
 	INT4REF_REQUIRE_PEERS=1 $(PY) -m pytest -q -m peer
 
 book: $(VENV)/.book-deps

@@ -8,9 +8,11 @@ of gguf-py's ``quants.py``; :data:`BLOCK_TYPES` lists them by GGUF name):
   ``IQ4_XS`` (the same table in 256-value super-blocks with 6-bit sub-block scales);
 * :mod:`~int4ref.interop.gguf.q8_0`: ``Q8_0`` (32 int8 values, float16 scale);
 * :mod:`~int4ref.interop.gguf.q4_k`, :mod:`~int4ref.interop.gguf.q6_k`: the K-quants
-  (256-value super-blocks); :mod:`~int4ref.interop.gguf.fp4`: MXFP4 (32 E2M1 values, a
-  power-of-two scale) and NVFP4 (64 values, an FP8 scale per 16). The checkpoint layouts of
-  the last two (gpt-oss, compressed-tensors) are in :mod:`int4ref.interop.fp4_checkpoint`.
+  (256-value super-blocks); :mod:`~int4ref.interop.gguf.mix`: which tensor of a model gets
+  which type in llama.cpp's mixed file types (Q4_K_M, Q4_K_S), checked against libllama;
+* :mod:`~int4ref.interop.gguf.fp4`: MXFP4 (32 E2M1 values, a power-of-two scale) and NVFP4
+  (64 values, an FP8 scale per 16); their checkpoint layouts (gpt-oss, compressed-tensors)
+  are in :mod:`int4ref.interop.fp4_checkpoint`.
 
 Each class holds its byte layout (``block_size``, ``type_size``, the numpy record
 ``block_dtype``), its short literal reference ``quantize_blocks`` / ``dequantize_blocks``
@@ -45,6 +47,7 @@ from ._blocks import F32, BlockType, NonFinite, run_chunks
 from .fp4 import MXFP4, NVFP4
 from .iq4 import IQ4_NL, IQ4_NL_VALUES, IQ4_XS
 from .q4 import Q4_0, Q4_1
+from .q6_k import Q6_K
 from .q8_0 import Q8_0
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "NVFP4",
     "Q4_0",
     "Q4_1",
+    "Q6_K",
     "Q8_0",
     "TYPE_SIZE",
     "block_type",
@@ -145,8 +149,21 @@ def quantize(x, type_name: str, imatrix=None) -> np.ndarray:
     """
     name = _type_name(type_name)
     out = _quantize_raw(x, name, imatrix)
+    _check_input_range(x, name)
     _check_scales_fit_float16(out.reshape(-1, TYPE_SIZE[name]), name)
     return out
+
+
+def _check_input_range(x, name):
+    bt = BLOCK_TYPES[name]
+    if bt.max_abs_input is None:
+        return
+    with np.errstate(over="ignore"):
+        blocks = np.asarray(x, dtype=F32).reshape(-1, bt.block_size)
+    big = np.flatnonzero(np.abs(blocks).max(axis=1) > bt.max_abs_input)
+    if big.size:
+        raise ValueError(f"x has values of magnitude above {bt.max_abs_input:.3g} (first in {name} block "
+                         f"{int(big[0])}): {bt.max_abs_reason}; rescale the tensor")
 
 
 def _quantize_raw(x, name: str, imatrix=None) -> np.ndarray:

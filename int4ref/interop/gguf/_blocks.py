@@ -50,6 +50,10 @@ class BlockType:
     block_dtype: np.dtype
     group_format: str | None = None
     accepts_imatrix = False
+    #: The largest magnitude ggml's quantizer handles without silently wrong bytes (None: any
+    #: finite float32); quantize() refuses larger inputs, naming the limit and why.
+    max_abs_input: float | None = None
+    max_abs_reason = ""
 
     @classmethod
     def quantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:

@@ -224,7 +224,7 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="negative"):
         g.quantize(gaussian(1, 256, 18), "Q6_K", imatrix=-np.ones(256, f32))
     with pytest.raises(ValueError, match="cannot store"):
-        g.quantize(gaussian(1, 256, 19, scale=1e9), "Q6_K")  # beyond 65504 * 128 * 32 (d ~ max/4096 would overflow float16)
+        g.quantize(gaussian(1, 256, 19, scale=1e9), "Q6_K")  # beyond 65504 * 128 * 32
 
 
 # Golden bytes from ggml's C (ggml_quantize_chunk, llama-cpp-python 0.3.36 sdist, ggml 0.25.3):

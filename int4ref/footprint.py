@@ -346,17 +346,28 @@ WEIGHT_FORMATS: dict[str, WeightFormat] = {
     **{name: UniformBits(name, layout.bits_per_weight()) for name, layout in LAYOUTS.items()},
 }
 
-# ---- PLUG-IN POINT: Q4_K_M ---------------------------------------------------------------
-# A real Q4_K_M file is a mix (llama.cpp's src/llama-quant.cpp puts some tensors in Q6_K),
-# about 4.8-4.9 bits per weight, not Q4_K's 4.5. When int4ref.interop.gguf offers the
-# per-tensor rule (each tensor's GGUF type for an ftype), register the mix here, e.g.
-#
-#     WEIGHT_FORMATS["Q4_K_M"] = TensorMix(
-#         "Q4_K_M", lambda t, arch: GGUF_BITS[<type of t for "Q4_K_M" from int4ref.interop.gguf>])
-#
-# (return None from bits_of for tensors that stay at other_bits). Until then there is no
-# "Q4_K_M" entry, and resolve_format("Q4_K_M") raises, naming the known formats.
-# ------------------------------------------------------------------------------------------
+def llama_cpp_mix(ftype: str) -> TensorMix:
+    """A mixed GGUF file type of llama.cpp ("Q4_K_M", "Q4_K_S") as a :class:`TensorMix`: each
+    tensor at the bits of the type llama.cpp's quantizer gives it
+    (:func:`int4ref.interop.gguf.mix.tensor_types`, checked against libllama itself). A real
+    "Q4_K_M" file keeps the output head and some attn_v and ffn_down tensors in Q6_K, and
+    the norms in F32, so it is not 4.5 bits per weight."""
+    types_by_arch: dict[Architecture, dict[str, str]] = {}
+
+    def bits_of(tensor: Tensor, arch: Architecture) -> float:
+        if arch not in types_by_arch:
+            from .interop.gguf import mix  # only this format needs the GGUF rules
+
+            shapes = {t.name: t.shape for t in arch.tensors()}
+            family = "qwen2" if arch.qkv_bias else "llama"
+            types_by_arch[arch] = mix.tensor_types(shapes, ftype, family, n_layer=arch.layers)
+        return GGUF_BITS[types_by_arch[arch][tensor.name]]
+
+    return TensorMix(ftype, bits_of)
+
+
+WEIGHT_FORMATS["Q4_K_M"] = llama_cpp_mix("Q4_K_M")
+WEIGHT_FORMATS["Q4_K_S"] = llama_cpp_mix("Q4_K_S")
 
 
 def resolve_format(fmt) -> WeightFormat:

@@ -190,17 +190,22 @@ def test_resolve_format_accepts_every_form():
     assert head_q6.tensor_bits(arch)["output.weight"] == 6.5625
 
 
-def test_q4_k_m_plug_in_point():
-    """Q4_K_M is registered by the lead once int4ref.interop.gguf has llama.cpp's rule; until
-    then asking for it names the known formats, afterwards it must be a real mix."""
-    if "Q4_K_M" not in fp.WEIGHT_FORMATS:
-        with pytest.raises(ValueError, match=r"unknown weight format 'Q4_K_M'; known: \[.*'Q4_K'"):
-            fp.footprint("Llama-3-8B", "Q4_K_M")
-        assert "PLUG-IN POINT: Q4_K_M" in (ROOT / "int4ref" / "footprint.py").read_text()
-    else:
-        arch = fp.MODELS["Llama-3-8B"]
-        bpw = 8 * fp.WEIGHT_FORMATS["Q4_K_M"].weight_bytes(arch) / arch.param_counts().total
-        assert 4.5 < bpw < fp.GGUF_BITS["Q6_K"]
+def test_q4_k_m_is_llama_cpps_mix():
+    """Q4_K_M and Q4_K_S are llama.cpp's per-tensor mixes (int4ref.interop.gguf.mix, checked against
+    libllama in tests/test_gguf_mix.py): Llama-2-7B's Q4_K_M is the 4.84 bits per weight llama.cpp's
+    quantizer prints for it (its dry run: 3891.24 MiB over 6.74 B weights), not Q4_K's 4.5."""
+    from int4ref.interop.gguf import mix
+
+    arch = fp.MODELS["Llama-2-7B"]
+    bpw = 8 * fp.WEIGHT_FORMATS["Q4_K_M"].weight_bytes(arch) / arch.param_counts().total
+    shapes = mix.llama_shaped_tensors(32, 4096, 11008, 32000, 32)
+    assert bpw == pytest.approx(mix.file_bits_per_weight(shapes, "Q4_K_M"), rel=1e-12)
+    assert round(bpw, 2) == 4.84
+    for name in fp.MODELS:
+        arch = fp.MODELS[name]
+        m = 8 * fp.WEIGHT_FORMATS["Q4_K_M"].weight_bytes(arch) / arch.param_counts().total
+        s = 8 * fp.WEIGHT_FORMATS["Q4_K_S"].weight_bytes(arch) / arch.param_counts().total
+        assert 4.5 < s < m < fp.GGUF_BITS["Q6_K"], name
 
 
 @pytest.mark.parametrize("call, match", [

@@ -47,6 +47,7 @@ from ._blocks import F32, BlockType, NonFinite, run_chunks
 from .fp4 import MXFP4, NVFP4
 from .iq4 import IQ4_NL, IQ4_NL_VALUES, IQ4_XS
 from .q4 import Q4_0, Q4_1
+from .q4_k import Q4_K
 from .q6_k import Q6_K
 from .q8_0 import Q8_0
 
@@ -60,6 +61,7 @@ __all__ = [
     "NVFP4",
     "Q4_0",
     "Q4_1",
+    "Q4_K",
     "Q6_K",
     "Q8_0",
     "TYPE_SIZE",

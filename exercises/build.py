@@ -49,7 +49,7 @@ BOOK_PAGES_DIR = HERE / "book"
 SETUP_TAG = "otter-setup"
 NOTEBOOK_ONLY_TAG = "notebook-only"  # cells left out of the book pages
 #: Assignments in teaching order; each is exercises/<name>.md.
-ASSIGNMENTS = ["memory", "uniform", "groups", "nf4", "double_quant", "packing", "gptq_awq"]
+ASSIGNMENTS = ["memory", "uniform", "groups", "nf4", "double_quant", "packing", "gptq_awq", "evaluate", "limits", "gpu"]
 
 SETUP_CELL = '''\
 #@title Setup: run this cell first
@@ -560,7 +560,7 @@ def _fence(body: str, lang: str = "python") -> str:
 def _render_question(assignment: str, q: dict) -> str:
     label = f"ex-{assignment}-{q['name']}"
     kind = "written answer, graded by hand" if q["manual"] else "autograded"
-    points = f"{q['points']} point{'s' if q['points'] != 1 else ''}"
+    points = f"{q['points']:g} point{'s' if q['points'] != 1 else ''}"
     parts = [f"````{{exercise}}\n:label: {label}\n\n**{q['name']}** ({points}, {kind})"]
     for typ, text in q["prompt"]:
         parts.append(_fence(text) if typ == "code" else text.strip("\n"))

@@ -18,12 +18,14 @@ What is checked, per assignment (exercises/<name>.md, built by exercises/build.p
   or Python type (a numpy scalar or a number as a one-element array, a 2-D array flattened,
   a 1-D one as a row, a shape tuple as a list), same values; each such mutant must lose
   points on a hidden test;
+* every public test case carries points (a question's ``points:`` list gives none a 0);
 * no student file contains solution code, a hidden test, or a hidden-test marker;
 * the book pages in exercises/book/ are in sync with the masters.
 
 Needs otter-grader (``pip install -e ".[exercises]"``); skipped without it. Runtime: about
-three and a half minutes on 2 cores (every otter run starts a kernel; they run 2 at a
-time). The course-edition test also needs the book extra (myst-parser, sphinx-exercise).
+ten minutes for the ten assignments on 2 cores shared with other work (every otter run
+starts a kernel; they run 2 at a time). The course-edition test also needs the book extra
+(myst-parser, sphinx-exercise).
 """
 from __future__ import annotations
 
@@ -146,6 +148,26 @@ def zip_tests(zip_path: Path) -> dict[str, list[dict]]:
     return out
 
 
+def zip_case_points(zip_path: Path) -> dict[str, list[tuple[bool, float]]]:
+    """question -> [(hidden, points)] for each of its test cases, in order, as otter scores them:
+    a list of ``points:`` gives each case its own value, a single number is split evenly."""
+    out = {}
+    with zipfile.ZipFile(zip_path) as z:
+        for item in z.namelist():
+            if item.startswith("tests/") and item.endswith(".py"):
+                env: dict = {}
+                exec(z.read(item).decode(), env)
+                test = env["test"]
+                cases = [c for s in test["suites"] for c in s["cases"]]
+                points = test.get("points")
+                if isinstance(points, list):
+                    values = [float(p) for p in points]
+                else:
+                    values = [float(1 if points is None else points) / len(cases)] * len(cases)
+                out[test["name"]] = [(bool(c["hidden"]), v) for c, v in zip(cases, values)]
+    return out
+
+
 _CASE = re.compile(r"^\s*(\S+) - (\d+) result:\s*\n\s*(\u2705|\u274c)", re.M)
 
 
@@ -185,6 +207,15 @@ def test_assignment_shape(built, name):
     assert all(wrong.values())
     student = read_nb(dest / "student" / f"{name}.ipynb")
     assert set(exbuild.answer_cells(student)) == set(tests)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_public_tests_carry_points(built, name):
+    """Every public test case is worth points (issue 14): an answer of the wrong type, which
+    the public tests check, loses points there too, not only on the hidden tests."""
+    zero = [f"{q} public case {i}" for q, cases in zip_case_points(exbuild.autograder_zip(built[name])).items()
+            for i, (hidden, points) in enumerate(cases) if not hidden and points <= 0]
+    assert not zero, f"{name}: public test cases worth no points: {zero}"
 
 
 @pytest.mark.parametrize("name", NAMES)

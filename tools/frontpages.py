@@ -64,6 +64,10 @@ SUMMARIES = {
         "Packing",
         "two codes per byte or eight per 32-bit word: the bitsandbytes, GGML, GPTQ and AWQ "
         "orders side by side, and a real GGUF file written and read back"),
+    "book/superblocks": (
+        "Super-blocks and shared exponents",
+        "the formats people download: Q4_K and IQ4_XS byte by byte, why llama.cpp searches for "
+        "its scales, MXFP4 and NVFP4, and what a Q4_K_M file really holds"),
     "book/gptq-awq": (
         "GPTQ and AWQ",
         "choosing the codes with calibration data: GPTQ's error feedback and AWQ's "

@@ -267,6 +267,9 @@ def test_q8_0_reference_rounding_matches_ggml_quantize_chunk(peer, case):
     with np.errstate(over="ignore"):  # wide_range: d beyond float16, stored as inf on both sides
         ours = ggml_dot.q8_0_bytes(*ggml_dot.quantize_q8_0(x, "reference"))
     np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(g._quantize_raw(x, "Q8_0"), theirs)  # the GGUF block type, same bytes
+    with np.errstate(all="ignore"):
+        same_bits(g.dequantize(theirs, "Q8_0").reshape(-1), peer.to_float("Q8_0", theirs.reshape(-1), x.size))
     with np.errstate(all="ignore"):
         same_bits(ggml_dot.dequantize_q8_0(*ggml_dot.quantize_q8_0(x)).reshape(-1),
                   peer.to_float("Q8_0", theirs.reshape(-1), x.size))

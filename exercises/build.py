@@ -49,7 +49,8 @@ BOOK_PAGES_DIR = HERE / "book"
 SETUP_TAG = "otter-setup"
 NOTEBOOK_ONLY_TAG = "notebook-only"  # cells left out of the book pages
 #: Assignments in teaching order; each is exercises/<name>.md.
-ASSIGNMENTS = ["memory", "uniform", "groups", "nf4", "double_quant", "packing", "gptq_awq", "evaluate", "limits", "gpu"]
+ASSIGNMENTS = ["memory", "uniform", "groups", "nf4", "double_quant", "packing", "superblocks", "gptq_awq", "evaluate",
+               "limits", "gpu"]
 
 SETUP_CELL = '''\
 #@title Setup: run this cell first

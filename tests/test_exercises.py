@@ -23,7 +23,7 @@ What is checked, per assignment (exercises/<name>.md, built by exercises/build.p
 * the book pages in exercises/book/ are in sync with the masters.
 
 Needs otter-grader (``pip install -e ".[exercises]"``); skipped without it. Runtime: about
-ten minutes for the ten assignments on 2 cores shared with other work (every otter run
+ten minutes for the eleven assignments on 2 cores shared with other work (every otter run
 starts a kernel; they run 2 at a time). The course-edition test also needs the book extra
 (myst-parser, sphinx-exercise).
 """

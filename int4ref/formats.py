@@ -77,6 +77,7 @@ sign bit is the input's. Codes are computed against the scale as stored (after r
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import numpy as np
@@ -110,6 +111,7 @@ class Format:
     has_zero_point = False
     sign_magnitude = False
     table: np.ndarray | None = None
+    bits = 4  # code width; only the k-bit uniform formats (int{k}_sym, int{k}_asym) differ
 
     def __init__(self, name: str, description: str):
         self.name = name
@@ -146,12 +148,12 @@ class Format:
         raise NotImplementedError
 
     def bits_per_weight(self, group_size: int, scale_dtype=np.float32) -> float:
-        """Storage per weight: a 4-bit code, the group's scale and (if any) its 4-bit zero-point,
-        as :meth:`int4ref.QuantizedTensor.bits_per_weight` counts them for full groups."""
+        """Storage per weight: a ``bits``-bit code, the group's scale and (if any) its ``bits``-bit
+        zero-point, as :meth:`int4ref.QuantizedTensor.bits_per_weight` counts them for full groups."""
         if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
             raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
         scale_bits = 8 * np.dtype(scale_dtype).itemsize
-        return 4 + (scale_bits + (4 if self.has_zero_point else 0)) / int(group_size)
+        return self.bits + (scale_bits + (self.bits if self.has_zero_point else 0)) / int(group_size)
 
     def nearest(self, normalized: np.ndarray) -> np.ndarray:
         raise TypeError(f"{self.name} is not a table format")
@@ -428,6 +430,102 @@ class GPTQSymmetric(AsymmetricInt):
         return (np.arange(16, dtype=f32) - 8) * (f32(2) / f32(15))
 
 
+# ==== k-bit uniform formats ==============================================================
+
+
+class KBitSymmetricInt(SymmetricInt):
+    """``int{k}_sym``: ``value = (q - 2**(k-1)) * s`` with ``s = absmax / (2**(k-1) - 1)``;
+    codes 1..2**k - 1 (code 0 unused), half to even. ``bits`` = k in 2..8.
+
+    The symmetric INT4 rule of :class:`SymmetricInt` with another code width, for the bit
+    sweeps (k = 4 gives exactly ``int4_sym``; k = 2 keeps only -s, 0, +s). Codes are uint8,
+    one per value, ``2**k`` of them; storage counts k bits per code. Matches: the textbook
+    symmetric k-bit integer. Fast path: none needed. GPU kernel: none.
+    """
+
+    gpu_kernel = None
+
+    def __init__(self, bits: int):
+        bits = check_code_bits(bits)
+        super().__init__(f"int{bits}_sym", f"symmetric {bits}-bit integer, scale = absmax/{2 ** (bits - 1) - 1}")
+        self.bits = bits
+        self.offset = 2 ** (bits - 1)  # the code of 0
+        self.rule = f"(q - {self.offset}) * s, s = absmax / {self.offset - 1}"
+
+    def scale_from_absmax(self, absmax):
+        return absmax / f32(self.offset - 1)
+
+    def encode(self, groups, params, fast=False):
+        q = np.rint(safe_divide(groups, params.scales.astype(f32)))
+        return (np.clip(q, 1 - self.offset, self.offset - 1) + self.offset).astype(np.uint8)
+
+    def decode(self, codes, params):
+        return (codes.astype(f32) - f32(self.offset)) * params.scales.astype(f32)[:, None]
+
+    def levels(self):
+        lv = (np.arange(2**self.bits, dtype=f32) - self.offset) / f32(self.offset - 1)
+        lv[0] = np.nan
+        return lv
+
+    def kernel_tables(self):
+        raise ValueError(f"{self.name} has no GPU tables")
+
+
+class KBitAsymmetricInt(AsymmetricInt):
+    """``int{k}_asym``: ``value = (q - z) * s`` with ``s = (max - min) / (2**k - 1)`` over a range
+    that includes 0 and ``z = round(-min / s)``; codes 0..2**k - 1, half to even. ``bits`` = k in 2..8.
+
+    :class:`AsymmetricInt` (GPTQ's min-max quantizer) with another code width: GPTQ's
+    reference quantizer with ``wbits=k`` (k = 4 gives exactly ``int4_asym``). Codes and
+    zero-points are uint8; storage counts k bits for each. Fast path: none needed. GPU kernel: none.
+    """
+
+    def __init__(self, bits: int):
+        bits = check_code_bits(bits)
+        super().__init__(f"int{bits}_asym", f"asymmetric {bits}-bit integer, min-max scale and integer zero-point")
+        self.bits = bits
+        self.qmax = 2**bits - 1
+        self.rule = f"(q - z) * s, s = (max - min) / {self.qmax}, z = round(-min / s)"
+
+    def fit(self, groups, scale_dtype=np.float32):
+        lo = np.minimum(groups.min(axis=1), 0)
+        hi = np.maximum(groups.max(axis=1), 0)
+        scales = store_scales(((hi - lo) / f32(self.qmax)).astype(f32), scale_dtype)
+        zeros = np.clip(np.rint(safe_divide(-lo[:, None], scales.astype(f32))[:, 0]), 0, self.qmax).astype(np.uint8)
+        return GroupParams(scales, zeros)
+
+    def encode(self, groups, params, fast=False):
+        q = np.rint(safe_divide(groups, params.scales.astype(f32))) + params.zeros[:, None]
+        return np.clip(q, 0, self.qmax).astype(np.uint8)
+
+    def levels(self):
+        return (np.arange(2**self.bits, dtype=f32) - 2 ** (self.bits - 1)) * f32(2 / self.qmax)
+
+
+#: Code widths of the k-bit uniform formats.
+KBIT_RANGE = range(2, 9)
+_KBIT_NAME = re.compile(r"int([0-9]+)_(sym|asym)")
+_KBIT_CACHE: dict[str, Format] = {}
+
+
+def check_code_bits(bits) -> int:
+    """``bits`` as an int in :data:`KBIT_RANGE` (2..8), else ValueError."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) not in KBIT_RANGE:
+        raise ValueError(f"bits must be an integer from {KBIT_RANGE.start} to {KBIT_RANGE.stop - 1}, got {bits!r}")
+    return int(bits)
+
+
+def kbit_format(bits: int, symmetric: bool = False) -> Format:
+    """The uniform ``bits``-bit integer format: ``int{bits}_sym`` or ``int{bits}_asym``.
+
+    For 4 bits these are the registered ``int4_sym`` / ``int4_asym`` objects; other widths
+    (2..8) are :class:`KBitSymmetricInt` / :class:`KBitAsymmetricInt`, made once and reused.
+    :func:`get_format` resolves the same names, so ``int4ref.quantize(w, "int3_asym", 128)``,
+    GPTQ and AWQ take them.
+    """
+    return get_format(f"int{check_code_bits(bits)}_{'sym' if symmetric else 'asym'}")
+
+
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in [
@@ -445,12 +543,20 @@ FORMATS: dict[str, Format] = {
 
 
 def get_format(name) -> Format:
+    """The :class:`Format` named ``name`` (a format object passes through): one of
+    :data:`FORMATS`, or a k-bit uniform format ``int{k}_sym`` / ``int{k}_asym``, k in 2..8."""
     if isinstance(name, Format):
         return name
-    try:
+    if isinstance(name, str) and name in FORMATS:
         return FORMATS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown format {name!r}; expected one of: {', '.join(FORMATS)}") from None
+    match = _KBIT_NAME.fullmatch(name) if isinstance(name, str) else None
+    if match and int(match.group(1)) in KBIT_RANGE:
+        if name not in _KBIT_CACHE:
+            cls = KBitSymmetricInt if match.group(2) == "sym" else KBitAsymmetricInt
+            _KBIT_CACHE[name] = cls(int(match.group(1)))
+        return _KBIT_CACHE[name]
+    raise ValueError(f"unknown format {name!r}; expected one of: {', '.join(FORMATS)}, "
+                     f"or int{{k}}_sym / int{{k}}_asym with k in 2..8")
 
 
 def safe_divide(x: np.ndarray, s: np.ndarray) -> np.ndarray:

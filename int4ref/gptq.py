@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._checks import as_float32_input, as_float_array, check_positive_int
-from .formats import GroupParams, get_format
+from .formats import GroupParams, KBitAsymmetricInt, KBitSymmetricInt, get_format
 from .quant import QuantizedTensor, dequantize
 
 f32 = np.float32
@@ -249,8 +249,9 @@ def inverse_cholesky_upper(H: np.ndarray) -> np.ndarray:
 def check_format(format):
     """The :class:`~int4ref.formats.Format` named ``format``, if GPTQ and AWQ support it."""
     fmt = get_format(format)
-    if fmt.name not in SUPPORTED_FORMATS:
-        raise ValueError(f"format {fmt.name!r} is not supported here; use one of {', '.join(SUPPORTED_FORMATS)}")
+    if fmt.name not in SUPPORTED_FORMATS and not isinstance(fmt, (KBitAsymmetricInt, KBitSymmetricInt)):
+        raise ValueError(f"format {fmt.name!r} is not supported here; use one of {', '.join(SUPPORTED_FORMATS)} "
+                         f"or a k-bit int{{k}}_asym / int{{k}}_sym")
     return fmt
 
 

@@ -51,10 +51,11 @@ class ScaleState:
 class QuantizedTensor:
     """A tensor in a 4-bit format, codes unpacked (one uint8 per value) for readability.
 
-    * ``codes``: uint8, shape ``shape``, values 0..15.
+    * ``codes``: uint8, shape ``shape``, values 0..15 (0..2**k - 1 for a k-bit format ``int{k}_*``).
     * ``scales``: (n_groups,) float32 or float16, or None when double-quantized (then
       ``scale_state`` holds them).
-    * ``zeros``: (n_groups,) uint8 zero-points in 0..15 for ``int4_asym``, else None.
+    * ``zeros``: (n_groups,) uint8 zero-points in 0..15 for ``int4_asym`` (in the code range
+      of ``int{k}_asym``), else None.
     * ``group_size``: values per group along the flattened tensor (the last group may be
       shorter); ``dtype``: the dtype :func:`dequantize` returns by default.
     """
@@ -70,7 +71,7 @@ class QuantizedTensor:
 
     def __post_init__(self):
         fmt = get_format(self.format)
-        check_codes(self.codes)
+        check_codes(self.codes, bits=fmt.bits)
         if tuple(self.codes.shape) != tuple(self.shape):
             raise ValueError(f"codes have shape {self.codes.shape}, expected {self.shape}")
         check_positive_int(self.group_size, "group_size")
@@ -82,7 +83,7 @@ class QuantizedTensor:
         if fmt.has_zero_point != (self.zeros is not None):
             raise ValueError(f"format {fmt.name} {'needs' if fmt.has_zero_point else 'has no'} zero-points")
         if self.zeros is not None:
-            check_codes(self.zeros, name="zeros")
+            check_codes(self.zeros, bits=fmt.bits, name="zeros")
             if self.zeros.shape != (n_groups,):
                 raise ValueError(f"zeros have shape {self.zeros.shape}, expected ({n_groups},)")
 
@@ -101,18 +102,19 @@ class QuantizedTensor:
     def storage_bits(self) -> dict[str, int]:
         """Bits needed to store this tensor packed, by part.
 
-        Codes are packed two per byte (the last byte padded when the count is odd), scales
+        Codes are packed two per byte (k bits each for a k-bit format; the last byte padded), scales
         at their dtype's width, zero-points packed two per byte, a second-level state as
         its codes plus float32 absmax per block plus the float32 offset. Codebooks are
         constants of the format and are not counted.
         """
-        parts = {"codes": 8 * math.ceil(self.size / 2)}
+        bits = get_format(self.format).bits  # 4, or k for the k-bit uniform formats
+        parts = {"codes": 8 * math.ceil(self.size * bits / 8)}
         if self.scale_state is None:
             parts["scales"] = self.n_groups * self.scales.dtype.itemsize * 8
         else:
             parts["scales"] = self.scale_state.storage_bits()
         if self.zeros is not None:
-            parts["zeros"] = 8 * math.ceil(self.n_groups / 2)
+            parts["zeros"] = 8 * math.ceil(self.n_groups * bits / 8)
         return parts
 
     def bits_per_weight(self) -> float:

@@ -474,14 +474,28 @@ class SmolLM:
         _, cos, sin = self._rope_cache
         return cos[start:stop], sin[start:stop]
 
-    def block(self, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, cache: dict | None = None) -> np.ndarray:
+    def embed(self, token_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What block 0 takes for 1-D ``token_ids`` (positions from 0): the token embeddings
+        ``x`` float32 (T, d_model) and the rope tables ``cos``, ``sin`` (T, head_dim // 2).
+        ``x`` then goes through :meth:`block` ``0 .. n_layers - 1`` (that is :meth:`hidden_states`)."""
+        ids = self._check_ids(token_ids)
+        cos, sin = self._rope(0, len(ids))
+        return self.weights["token_embd.weight"][ids].astype(f32), cos, sin
+
+    def block(self, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, cache: dict | None = None,
+              capture: dict | None = None) -> np.ndarray:
         """Block ``i`` applied to the hidden states ``x`` (T, d_model) float32; returns the new (T, d_model).
 
         ``cos``, ``sin``: rope tables of the T positions. ``cache``: see :meth:`hidden_states`.
+        ``capture`` (optional, a dict): receives the input of each of the block's seven linear
+        layers, full weight name -> float32 (T, in_features); ``attn_q``, ``attn_k`` and
+        ``attn_v`` share one array, as do ``ffn_gate`` and ``ffn_up``.
         """
         c, w, p = self.config, self.weights, f"blk.{i}."
         n_tokens = x.shape[0]
         h = rms_norm(x, w[p + "attn_norm.weight"], c.rms_eps)
+        if capture is not None:
+            capture.update({p + name: h for name in ("attn_q.weight", "attn_k.weight", "attn_v.weight")})
         q = (h @ w[p + "attn_q.weight"].T).reshape(n_tokens, c.n_heads, c.head_dim).transpose(1, 0, 2)
         k = (h @ w[p + "attn_k.weight"].T).reshape(n_tokens, c.n_kv_heads, c.head_dim).transpose(1, 0, 2)
         v = (h @ w[p + "attn_v.weight"].T).reshape(n_tokens, c.n_kv_heads, c.head_dim).transpose(1, 0, 2)
@@ -492,9 +506,13 @@ class SmolLM:
                 v = np.concatenate([cache[i][1], v], axis=1)
             cache[i] = (k, v)
         a = causal_attention(q, k, np.ascontiguousarray(v))
-        x = x + a.transpose(1, 0, 2).reshape(n_tokens, c.n_heads * c.head_dim) @ w[p + "attn_output.weight"].T
+        a = a.transpose(1, 0, 2).reshape(n_tokens, c.n_heads * c.head_dim)
+        x = x + a @ w[p + "attn_output.weight"].T
         h = rms_norm(x, w[p + "ffn_norm.weight"], c.rms_eps)
         gated = silu(h @ w[p + "ffn_gate.weight"].T) * (h @ w[p + "ffn_up.weight"].T)
+        if capture is not None:
+            capture.update({p + "attn_output.weight": a, p + "ffn_gate.weight": h, p + "ffn_up.weight": h,
+                            p + "ffn_down.weight": gated})
         return x + gated @ w[p + "ffn_down.weight"].T
 
     def hidden_states(self, token_ids, cache: dict | None = None) -> np.ndarray:
@@ -512,6 +530,34 @@ class SmolLM:
         for i in range(self.config.n_layers):
             x = self.block(i, x, cos, sin, cache)
         return rms_norm(x, self.weights["output_norm.weight"], self.config.rms_eps)
+
+    def capture_linear_inputs(self, sequences, layers=None) -> dict[str, np.ndarray]:
+        """The inputs every linear layer sees on ``sequences`` (1-D token id sequences, each
+        run from position 0, or one 1-D sequence): weight name -> float32 (n_tokens,
+        in_features), the rows of all sequences stacked in order, ready for
+        ``gptq_quantize(W, x)`` and ``awq_quantize(W, x)``. Layers sharing an input share the
+        array (see :meth:`block`). ``layers``: block indices to capture (default all); the
+        pass stops after the last of them."""
+        single = isinstance(sequences, np.ndarray) and sequences.ndim == 1 or (
+            isinstance(sequences, (list, tuple)) and len(sequences) > 0 and np.isscalar(sequences[0]))
+        seqs = [sequences] if single else list(sequences)
+        if len(seqs) == 0:
+            raise ValueError("sequences is empty; give at least one 1-D sequence of token ids")
+        layers = list(range(self.config.n_layers)) if layers is None else sorted(set(layers))
+        if not layers or any(not isinstance(i, (int, np.integer)) or not 0 <= i < self.config.n_layers for i in layers):
+            raise ValueError(f"layers must be block indices in [0, {self.config.n_layers}), got {layers!r}")
+        per_seq = []
+        for ids in seqs:
+            x, cos, sin = self.embed(ids)
+            captured: dict = {}
+            for i in range(layers[-1] + 1):
+                x = self.block(i, x, cos, sin, capture=captured if i in layers else None)
+            per_seq.append(captured)
+        out: dict[str, np.ndarray] = {}
+        for name in per_seq[0]:
+            shared = next((out[k] for k in out if per_seq[0][k] is per_seq[0][name]), None)
+            out[name] = shared if shared is not None else np.concatenate([c[name] for c in per_seq])
+        return out
 
     def logits(self, token_ids) -> np.ndarray:
         """Next-token logits after each position: float32 (T, vocab_size); row ``t`` scores

@@ -223,3 +223,15 @@ def test_bad_toc_and_counts_are_clear_errors(tmp_path):
     assert frontpages.in_words(7) == "seven" and frontpages.in_words(13) == "13"
     with pytest.raises(ValueError):
         frontpages.in_words(-1)
+
+
+def test_readme_module_table_is_generated_and_current():
+    """README.md's module table is tools/frontpages.py's, for the modules there are now
+    (`python tools/frontpages.py readme` rewrites it)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    stale = "README.md's module table is stale: run python tools/frontpages.py readme"
+    assert frontpages.readme_with_table(text) == text, stale
+    table = frontpages.readme_module_table()
+    assert all(f"| `{m}` |" in table for m in frontpages.public_modules())
+    with pytest.raises(ValueError, match="markers"):
+        frontpages.readme_with_table("no markers here")

@@ -94,6 +94,10 @@ def gguf_rows(x: np.ndarray, repeats: int) -> list[Row]:
     for type_name in names:
         qtype = gguf.GGMLQuantizationType[type_name]
         goal = QUANTIZE_GOALS_VS_GGUF.get(type_name)
+        if x.shape[-1] % ours.block_type(type_name).block_size:
+            rows += [Row(f"{type_name} {op}", None, peer, None, None, _misfit(x, ours, type_name))
+                     for op in ("quantize", "dequantize")]
+            continue
         data = ours.quantize(x, type_name)
         try:
             quants.quantize(x[:1], qtype)
@@ -107,6 +111,11 @@ def gguf_rows(x: np.ndarray, repeats: int) -> list[Row]:
                                       lambda: quants.dequantize(data, qtype), repeats)
         rows.append(Row(f"{type_name} dequantize", d_ours, peer, d_peer, DEQUANTIZE_GOALS_VS_GGUF.get(type_name)))
     return rows
+
+
+def _misfit(x, gguf_module, type_name) -> str:
+    block = gguf_module.block_type(type_name).block_size
+    return f"rows of {x.shape[-1]} values are not a multiple of {type_name}'s block of {block}"
 
 
 def _load_ggml_peer():
@@ -137,6 +146,9 @@ def ggml_rows(x: np.ndarray, repeats: int) -> list[Row]:
     peer = f"ggml C (ggml_quantize_chunk, 1 thread; int4ref {parallel.THREADS} threads)"
     rows = []
     for type_name in names:
+        if x.shape[-1] % ours.block_type(type_name).block_size:
+            rows.append(Row(f"{type_name} quantize vs C", None, peer, None, None, _misfit(x, ours, type_name)))
+            continue
         q_ours, q_peer = _interleaved(lambda: ours.quantize(x, type_name),
                                       lambda: peer_lib.quantize_chunk(type_name, x), repeats)
         rows.append(Row(f"{type_name} quantize vs C", q_ours, peer, q_peer, QUANTIZE_GOALS_VS_C.get(type_name)))

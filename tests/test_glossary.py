@@ -35,7 +35,9 @@ def test_the_glossary_covers_what_the_chapters_rely_on():
     needed = {"lloyd-max quantizer", "kurtosis", "entropy", "iq4_nl", "hessian", "cholesky factorization",
               "optimal brain surgeon", "gemv", "gemm", "roofline", "warp", "prefill", "decode", "perplexity",
               "recall@1", "mrr", "bootstrap", "mcnemar test", "hadamard rotation", "smoothquant", "qlora", "nf4",
-              "double quantization", "absmax", "zero-point", "q8_0", "w4a8", "w4a16"}
+              "double quantization", "absmax", "zero-point", "q8_0", "w4a8", "w4a16",
+              "super-block", "importance matrix", "iq4_xs", "q4_k_m", "mxfp4", "nvfp4", "e8m0", "e4m3",
+              "kl divergence"}
     assert needed <= defined, sorted(needed - defined)
 
 

@@ -47,3 +47,15 @@ def test_the_checks_can_fail():
     assert term_target("Alpha") == "alpha" and term_target("the first one <alpha>") == "alpha"
     used = {term_target(r) for r in ROLE.findall("see {term}`gamma` and {term}`x <beta>`")}
     assert used - {"alpha", "beta"} == {"gamma"}
+
+
+def test_every_term_is_preceded_by_an_empty_line():
+    """Sphinx's glossary needs a blank line before each term (a -W build fails otherwise)."""
+    body = (ROOT / "book" / "glossary.md").read_text().split("```{glossary}", 1)[1].split("\n```", 1)[0]
+    lines = body.splitlines()
+    def is_term(line):
+        return bool(line) and not line[0].isspace() and not line.startswith(":")
+
+    glued = [line for prev, line in zip(lines, lines[1:])
+             if is_term(line) and prev.strip() and not prev.startswith(":")]
+    assert not glued, f"terms without an empty line before them: {glued}"

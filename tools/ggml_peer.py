@@ -121,7 +121,11 @@ def _built(root: Path) -> bool:
     return stamp.get("build") == _stamp() and all((lib / name).is_file() for name in (*_LIBS, "ggml.h"))
 
 
-def _download(root: Path) -> Path:
+def download(root: Path | None = None) -> Path:
+    """The pinned sdist in ``root`` (default: the cache folder), downloaded from PyPI if absent
+    and checked against :data:`SDIST_SHA256`."""
+    root = cache_dir() if root is None else root
+    root.mkdir(parents=True, exist_ok=True)
     tarball = root / SDIST_NAME
     if tarball.is_file():
         if _sha256(tarball) == SDIST_SHA256:
@@ -138,27 +142,65 @@ def _download(root: Path) -> Path:
     return tarball
 
 
-def _extract(tarball: Path, dest: Path) -> Path:
-    """Extract only the vendored ggml folder into ``dest`` (replacing it); returns dest."""
+def extract(tarball: Path, dest: Path, prefix: str = _GGML_PREFIX, keep=None) -> Path:
+    """Extract the members of the sdist under ``prefix`` into ``dest`` (replacing it), with
+    ``prefix`` stripped from their names; ``keep(relative_name, is_dir)``, if given, picks
+    which of them. Returns dest."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     with tarfile.open(tarball) as tf:
         members = []
         for m in tf.getmembers():
-            if not m.name.startswith(_GGML_PREFIX) or not (m.isfile() or m.isdir()):
+            if not m.name.startswith(prefix) or not (m.isfile() or m.isdir()):
                 continue
-            m.name = m.name[len(_GGML_PREFIX):]
-            if not m.name or m.name.startswith("/") or ".." in Path(m.name).parts:
+            rel = m.name[len(prefix):]
+            if not rel or rel.startswith("/") or ".." in Path(rel).parts:
                 continue
+            if keep is not None and not keep(rel, m.isdir()):
+                continue
+            m.name = rel
             members.append(m)
         if not members:
-            raise RuntimeError(f"{tarball} holds no {_GGML_PREFIX}")
+            raise RuntimeError(f"{tarball} holds no {prefix}")
         if hasattr(tarfile, "data_filter"):
             tf.extractall(dest, members=members, filter="data")
         else:  # pragma: no cover - Python < 3.11.4; names were checked above
             tf.extractall(dest, members=members)
     return dest
+
+
+def cmake_build(source: Path, build_dir: Path, options: dict, targets, jobs=None, log=None) -> None:
+    """Configure ``source`` into a fresh ``build_dir`` with ``options`` (-D) and build ``targets``
+    (Ninja when present), quietly; ``log(message, t0)`` reports the two steps' times."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise RuntimeError("cmake not found: install it (Debian: apt-get install cmake)")
+    log = log or _log
+    if build_dir.exists():
+        shutil.rmtree(build_dir)
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    t0 = time.monotonic()
+    subprocess.run([cmake, "-S", str(source), "-B", str(build_dir), *generator, "-Wno-dev",
+                    *[f"-D{k}={v}" for k, v in options.items()]], check=True, stdout=subprocess.DEVNULL)
+    log("configured", t0)
+    t0 = time.monotonic()
+    jobs = jobs or os.cpu_count() or 1
+    subprocess.run([cmake, "--build", str(build_dir), "--target", *targets, "-j", str(jobs)],
+                   check=True, stdout=subprocess.DEVNULL)
+    log(f"compiled with {jobs} jobs", t0)
+
+
+def copy_libraries(build_dir: Path, names, lib: Path) -> None:
+    """Copy each built library ``names`` found under ``build_dir`` into a fresh ``lib``."""
+    if lib.exists():
+        shutil.rmtree(lib)
+    lib.mkdir()
+    for name in names:
+        found = sorted(build_dir.rglob(name))
+        if not found:
+            raise RuntimeError(f"the build produced no {name} under {build_dir}")
+        shutil.copy2(found[0], lib / name)  # follows the versioned symlink
 
 
 def build(path=None, jobs=None, force=False) -> Path:
@@ -168,40 +210,18 @@ def build(path=None, jobs=None, force=False) -> Path:
     if _built(root) and not force:
         _log(f"already built in {lib}")
         return lib
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise RuntimeError("cmake not found: install it (Debian: apt-get install cmake)")
     t_all = time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
-    tarball = _download(root)
+    tarball = download(root)
     t0 = time.monotonic()
-    ggml = _extract(tarball, root / "src" / "ggml")
+    ggml = extract(tarball, root / "src" / "ggml")
     _log("extracted vendor/llama.cpp/ggml", t0)
     wrapper = root / "wrapper"
     wrapper.mkdir(exist_ok=True)
     (wrapper / "CMakeLists.txt").write_text(_WRAPPER.format(ggml=ggml.as_posix()))
     build_dir = root / "build"
-    if build_dir.exists():
-        shutil.rmtree(build_dir)
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    t0 = time.monotonic()
-    subprocess.run([cmake, "-S", str(wrapper), "-B", str(build_dir), *generator, "-Wno-dev",
-                    *[f"-D{k}={v}" for k, v in _CMAKE_OPTIONS.items()]],
-                   check=True, stdout=subprocess.DEVNULL)
-    _log("configured", t0)
-    t0 = time.monotonic()
-    jobs = jobs or os.cpu_count() or 1
-    subprocess.run([cmake, "--build", str(build_dir), "--target", "ggml-base", "ggml-cpu", "ggml",
-                    "-j", str(jobs)], check=True, stdout=subprocess.DEVNULL)
-    _log(f"compiled with {jobs} jobs", t0)
-    if lib.exists():
-        shutil.rmtree(lib)
-    lib.mkdir()
-    for name in _LIBS:
-        found = sorted(build_dir.rglob(name))
-        if not found:
-            raise RuntimeError(f"the build produced no {name} under {build_dir}")
-        shutil.copy2(found[0], lib / name)  # follows the versioned symlink
+    cmake_build(wrapper, build_dir, _CMAKE_OPTIONS, ("ggml-base", "ggml-cpu", "ggml"), jobs)
+    copy_libraries(build_dir, _LIBS, lib)
     shutil.copy2(ggml / "include" / "ggml.h", lib / "ggml.h")
     flags = {}
     try:

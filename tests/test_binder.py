@@ -362,7 +362,7 @@ def test_jupyterlab_explorer_slider_changes_its_numbers(lab_browser):
     """The explorers notebook in JupyterLab after Run All: the live format explorer (an
     ipywidgets box) shows the numbers int4ref computes for its settings, and moving its
     outlier slider with the keyboard changes them to the numbers for the new setting."""
-    from int4ref.widgets import FormatExplorer
+    from int4ref.explore import FormatExplorer
 
     page, base, token = lab_browser
     started = time.monotonic()

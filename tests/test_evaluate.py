@@ -1,4 +1,4 @@
-"""int4ref.evaluate: the docstring corpus (deterministic, calibration disjoint from
+"""int4ref.model.evaluate: the docstring corpus (deterministic, calibration disjoint from
 evaluation), the retrieval and fidelity metrics on hand-made examples, the float MiniLM on a
 small corpus, and the schema of results/minilm-sweep.json."""
 import json
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from int4ref import evaluate as ev
+from int4ref.model import evaluate as ev
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "minilm-sweep.json"
 
@@ -94,12 +94,12 @@ def test_fidelity_metrics():
 # ---------------------------------------------------------------- the model
 @pytest.fixture(scope="module")
 def model():
-    pytest.importorskip("tokenizers", reason="int4ref.minilm tokenises with the tokenizers package")
-    from int4ref.data import MINILM_INSTALL, minilm_available
+    pytest.importorskip("tokenizers", reason="int4ref.model.minilm tokenises with the tokenizers package")
+    from int4ref.model.data import MINILM_INSTALL, minilm_available
 
     if not minilm_available():
         pytest.skip(f"all-MiniLM-L6-v2 weights not installed ({MINILM_INSTALL})")
-    from int4ref.minilm import MiniLM
+    from int4ref.model.minilm import MiniLM
 
     return MiniLM()
 

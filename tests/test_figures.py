@@ -1,10 +1,10 @@
-"""int4ref.figures: the GPTQ column-sweep picture replays gptq_quantize faithfully, draws, and
+"""int4ref.explore.figures: the GPTQ column-sweep picture replays gptq_quantize faithfully, draws, and
 its alt text names what it shows."""
 import numpy as np
 import pytest
 
 import int4ref
-from int4ref import figures, viz
+from int4ref.explore import figures, viz
 
 N_OUT, N_IN = 16, 24
 

@@ -1,4 +1,4 @@
-"""int4ref.footprint (the "will it fit?" calculator) and int4ref.fit_explorer.
+"""int4ref.footprint (the "will it fit?" calculator) and int4ref.explore.fit_explorer.
 
 Checked against: hand-derived totals; the byte counts of real quantized arrays (int4ref,
 its bitsandbytes and GGUF re-implementations, gguf-py) scaled to whole models; the block
@@ -301,7 +301,7 @@ def test_kv_dtypes_order(model, context, batch):
 # ---- the explorer and the static calculator ---------------------------------------------------
 
 def test_footprint_bars_alt_text_from_the_numbers():
-    from int4ref.fit_explorer import footprint_bars
+    from int4ref.explore.fit_explorer import footprint_bars
 
     fps = [fp.footprint(m, G128) for m in ("Llama-2-7B", "Llama-3-70B")]
     fig = footprint_bars(fps)
@@ -316,7 +316,7 @@ def test_footprint_bars_alt_text_from_the_numbers():
 
 def test_fit_explorer_drives_every_control():
     pytest.importorskip("ipywidgets")
-    from int4ref.fit_explorer import FitExplorer
+    from int4ref.explore.fit_explorer import FitExplorer
 
     ex = FitExplorer()
     ex.widget()
@@ -342,7 +342,7 @@ def test_fit_explorer_drives_every_control():
 
 
 def test_static_calculator_tables_add_up_to_the_footprint():
-    from int4ref.fit_explorer import StaticFitCalculator
+    from int4ref.explore.fit_explorer import StaticFitCalculator
 
     calc = StaticFitCalculator(models=["Llama-2-7B", "Llama-3.1-8B"], formats=["FP16", "Q4_K"])
     t = calc.tables()
@@ -367,7 +367,7 @@ def test_static_calculator_tables_add_up_to_the_footprint():
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_static_calculator_script_agrees_with_python():
-    from int4ref.fit_explorer import StaticFitCalculator
+    from int4ref.explore.fit_explorer import StaticFitCalculator
 
     calc = StaticFitCalculator()
     t = calc.tables()
@@ -399,7 +399,7 @@ def test_memory_chapter_imports_the_calculator_instead_of_defining_one():
 def test_static_calculator_page_script_runs_and_shows_the_default():
     """The page's whole script, run in node against a stand-in for the DOM: it reads the five
     selects and writes the parts, the total and the GPU of the chosen setting."""
-    from int4ref.fit_explorer import StaticFitCalculator
+    from int4ref.explore.fit_explorer import StaticFitCalculator
 
     calc = StaticFitCalculator()
     script = re.search(r"<script>(.*)</script>", calc._repr_html_(), re.S).group(1)

@@ -174,10 +174,15 @@ def test_module_table_lists_every_public_module():
     printing_cell("book/preface", "frontpages.module_table")
     rows = [line for line in frontpages.module_table("book/preface").splitlines()[2:]]
     listed = [re.match(r"\| `([\w.]+)` \|", row).group(1) for row in rows]
-    assert listed == package_modules()
+    assert sorted(listed) == package_modules()
     assert "int4ref.interop.gguf" in listed and not any("._" in m for m in listed)
+    tiers = [row.split(" | ")[1] for row in rows]  # grouped by tier, core first, each tier once
+    assert tiers[0] == "core" and len({t for t in tiers}) == len([t for i, t in enumerate(tiers)
+                                                                  if i == 0 or t != tiers[i - 1]])
+    assert dict(zip(listed, tiers))["int4ref.explore.viz"] == "book support"
+    assert dict(zip(listed, tiers))["int4ref.gpu.bench"] == "gpu"
     for row in rows:
-        assert row.count(" | ") == 2, f"a table cell contains a bar: {row}"
+        assert row.count(" | ") == 3, f"a table cell contains a bar: {row}"
 
 
 def test_module_table_usage_column():
@@ -201,7 +206,7 @@ def test_modules_used_traces_imports_and_reexports(tmp_path):
 
 def test_first_sentence_and_title_parsing(tmp_path):
     assert frontpages.first_sentence("int4ref.gptq").startswith("GPTQ (Frantar et al. 2022")
-    assert frontpages.first_sentence("int4ref.modelquant").startswith(
+    assert frontpages.first_sentence("int4ref.model.modelquant").startswith(
         "Quantize every linear layer of a `MiniLM`")
     (tmp_path / "p.md").write_text("---\ntitle: x\n---\n```python\n# not a title\n```\n\n# Real title\n")
     assert frontpages.title_of("p", tmp_path) == "Real title"

@@ -534,7 +534,7 @@ def test_large_tensor_bit_exact(fmt, g, sdt):
 
 @needs_gpu
 def test_benchmark_quick_run(tmp_path):
-    from int4ref import bench_gpu
+    from int4ref.gpu import bench as bench_gpu
 
     out = tmp_path / "bench.json"
     assert bench_gpu.main(["--quick", "--repeats", "3", "--json", str(out)]) == 0
@@ -550,7 +550,7 @@ def test_benchmark_quick_run(tmp_path):
 
 @no_gpu_only
 def test_benchmark_fails_clearly_without_a_gpu(capsys):
-    from int4ref import bench_gpu
+    from int4ref.gpu import bench as bench_gpu
 
     assert bench_gpu.main([]) == 2
     assert "no GPU" in capsys.readouterr().err
@@ -560,7 +560,7 @@ def test_benchmark_code_runs_on_the_emulator(emulator):
     """The benchmark's launch code (argument lists, rotations, versions), tiny and untimed."""
     import time
 
-    from int4ref import bench_gpu
+    from int4ref.gpu import bench as bench_gpu
 
     def timer(fn, k):
         t = time.perf_counter()

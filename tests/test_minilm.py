@@ -1,4 +1,4 @@
-"""int4ref.minilm: the numpy all-MiniLM-L6-v2 against sentence-transformers' own embeddings
+"""int4ref.model.minilm: the numpy all-MiniLM-L6-v2 against sentence-transformers' own embeddings
 (tests/data/minilm_reference.npz, written by tools/make_minilm_reference.py), padding,
 weight replacement and the capture of linear-layer inputs."""
 import json
@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("tokenizers", reason="int4ref.minilm tokenises with the tokenizers package (int4ref[model])")
+pytest.importorskip("tokenizers", reason="int4ref.model.minilm tokenises with the tokenizers package (int4ref[model])")
 
 import int4ref
-from int4ref.data import MINILM_INSTALL, MINILM_LINEAR_NAMES, minilm_available
+from int4ref.model.data import MINILM_INSTALL, MINILM_LINEAR_NAMES, minilm_available
 
 if not minilm_available():
     pytest.skip(f"all-MiniLM-L6-v2 weights not installed ({MINILM_INSTALL})", allow_module_level=True)
 
-from int4ref.minilm import MiniLM, gelu, layer_norm
+from int4ref.model.minilm import MiniLM, gelu, layer_norm
 
 REFERENCE = Path(__file__).parent / "data" / "minilm_reference.npz"
 # Short natural-language sentences of the reference set (not "", "   ", "!!!???..." or

@@ -1,20 +1,20 @@
-"""int4ref.modelquant: quantizing every linear layer of the numpy MiniLM with RTN, GPTQ and
+"""int4ref.model.modelquant: quantizing every linear layer of the numpy MiniLM with RTN, GPTQ and
 AWQ, and where the calibration inputs come from (sequential vs float). The model is cut to
 its first two encoder layers to keep the tests fast; the loop does not care how many there are."""
 import numpy as np
 import pytest
 
-pytest.importorskip("tokenizers", reason="int4ref.minilm tokenises with the tokenizers package (int4ref[model])")
+pytest.importorskip("tokenizers", reason="int4ref.model.minilm tokenises with the tokenizers package (int4ref[model])")
 
-from int4ref.data import MINILM_INSTALL, minilm_available
+from int4ref.model.data import MINILM_INSTALL, minilm_available
 
 if not minilm_available():
     pytest.skip(f"all-MiniLM-L6-v2 weights not installed ({MINILM_INSTALL})", allow_module_level=True)
 
 from int4ref import AWQResult, GPTQResult, awq_quantize, dequantize, gptq_quantize, quantize
-from int4ref.evaluate import calibration_texts
-from int4ref.minilm import MiniLM
-from int4ref.modelquant import quantize_model
+from int4ref.model.evaluate import calibration_texts
+from int4ref.model.minilm import MiniLM
+from int4ref.model.modelquant import quantize_model
 
 CALIB = calibration_texts(6)
 

@@ -1,5 +1,5 @@
 """The generated notebooks read like the site in Jupyter's and Colab's renderers (CommonMark
-and math, no MyST): tools/sync_notebooks.py's MyST converter, and int4ref.notebook, the
+and math, no MyST): tools/sync_notebooks.py's MyST converter, and int4ref.explore.notebook, the
 glue that the notebooks use instead of myst-nb's.
 
 Fast checks; executing every notebook in the Binder environment and rendering it with
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import sync_notebooks as sn  # noqa: E402
 from notebook_checks import output_images, raw_myst, render_html  # noqa: E402
 
-from int4ref import notebook  # noqa: E402
+from int4ref.explore import notebook  # noqa: E402
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -150,7 +150,7 @@ def test_install_cell_installs_only_what_is_missing():
     assert 'find_spec("cupy") is None' in gpu_cell.source
 
 
-# -- int4ref.notebook -----------------------------------------------------------------------
+# -- int4ref.explore.notebook -----------------------------------------------------------------------
 @pytest.mark.parametrize("value, spec", [
     (3.14159, ".2f"), (1234567, ",d"), (0.1234, ".1%"), (7.0, ".0f"), (12, "d"), (2.5, ""),
     ("text", ""), ("text", "s"), (1e-5, ".2e"), (123456.7, ",.0f"), (5, ".1f"), (3.9, "d"),

@@ -1,4 +1,4 @@
-"""int4ref.smollm: the numpy SmolLM2-135M-Instruct against transformers' LlamaForCausalLM loaded
+"""int4ref.model.smollm: the numpy SmolLM2-135M-Instruct against transformers' LlamaForCausalLM loaded
 from the same GGUF (tests/data/smollm_reference.npz, written by tools/make_smollm_reference.py),
 its layers against their definitions, and its errors on bad input.
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("tokenizers", reason="int4ref.smollm tokenises with the tokenizers package (int4ref[model])")
-pytest.importorskip("gguf", reason="int4ref.smollm reads .gguf files with gguf-py")
+pytest.importorskip("tokenizers", reason="int4ref.model.smollm tokenises with the tokenizers package (int4ref[model])")
+pytest.importorskip("gguf", reason="int4ref.model.smollm reads .gguf files with gguf-py")
 
-from int4ref import smollm  # noqa: E402
+from int4ref.model import smollm  # noqa: E402
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "smollm_reference.npz"
 LOGIT_ATOL = 5e-4
@@ -373,12 +373,12 @@ def test_live_transformers_peer(model):
 
 def test_every_install_step_pins_the_same_smollm_package():
     """The GGUF package's pin is repeated where Python cannot be imported (Makefile, Binder's
-    postBuild, the notebooks' install cell); they must all say what int4ref.smollm says."""
+    postBuild, the notebooks' install cell); they must all say what int4ref.model.smollm says."""
     import re
 
     root = Path(__file__).resolve().parents[1]
     pin = re.compile(re.escape(smollm.SMOLLM_PACKAGE) + r"==([\w.]+)")
     for rel in ("Makefile", "binder/postBuild", "tools/sync_notebooks.py"):
         found = pin.findall((root / rel).read_text(encoding="utf-8"))
-        assert found and set(found) == {smollm.SMOLLM_VERSION}, f"{rel} pins {found}, int4ref.smollm says " \
+        assert found and set(found) == {smollm.SMOLLM_VERSION}, f"{rel} pins {found}, int4ref.model.smollm says " \
                                                                 f"{smollm.SMOLLM_VERSION}"

@@ -1,12 +1,12 @@
-"""int4ref.llm_eval: llama.cpp-style perplexity, KL divergence and top-1 agreement on cases
+"""int4ref.model.llm_eval: llama.cpp-style perplexity, KL divergence and top-1 agreement on cases
 computable by hand, whole-model quantization of a small random LLaMA, and the capture hook of
-int4ref.smollm (checked on the real SmolLM2 when it is installed)."""
+int4ref.model.smollm (checked on the real SmolLM2 when it is installed)."""
 import math
 
 import numpy as np
 import pytest
 
-from int4ref import llm_eval, smollm
+from int4ref.model import llm_eval, smollm
 from int4ref.quant import dequantize, quantize
 
 f32 = np.float32

@@ -1,5 +1,5 @@
-"""int4ref.static_explorer (the explorers on a page without a kernel) and
-int4ref.figures (the packing chapter's picture of the four layouts).
+"""int4ref.explore.static_explorer (the explorers on a page without a kernel) and
+int4ref.explore.figures (the packing chapter's picture of the four layouts).
 
 The static explorer's states are checked against the live explorer (same numbers, same
 alt text as its figure for the same settings), its page script is run in node against a
@@ -22,15 +22,17 @@ import pytest
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
-from int4ref import figures, packing, viz  # noqa: E402
-from int4ref.static_explorer import StaticExplorer  # noqa: E402
-from int4ref.widgets import (  # noqa: E402
+from int4ref import packing  # noqa: E402
+from int4ref.explore import (  # noqa: E402
     DoubleQuantExplorer,
     FormatExplorer,
     NF4Builder,
     NibbleInspector,
-    format_value,
+    figures,
+    viz,
 )
+from int4ref.explore.explorer import format_value  # noqa: E402
+from int4ref.explore.static_explorer import StaticExplorer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE = shutil.which("node")
@@ -79,7 +81,7 @@ def test_numbers_table_is_the_widgets_table(fmt_static):
 
 
 def test_validation():
-    with pytest.raises(TypeError, match="must be an int4ref.widgets.Explorer"):
+    with pytest.raises(TypeError, match="must be an int4ref.explore.Explorer"):
         StaticExplorer("FormatExplorer", {"group_size": [16]})
     with pytest.raises(ValueError, match="no control 'colour'"):
         StaticExplorer(FormatExplorer(), {"colour": ["red"]})

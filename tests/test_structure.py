@@ -204,6 +204,41 @@ def test_the_numpy_core_does_not_import_the_gpu_package():
         assert not any(t == "int4ref.gpu" or t.startswith("int4ref.gpu.") for t in graph[core]), core
 
 
+# Which tier may import which (the subpackage after ``int4ref.``; None: the top-level core).
+# The core and interop need numpy and scipy only; gpu adds CuPy; model the models' packages;
+# explore matplotlib and ipywidgets; bench may time anything. dispatch's import of gpu is
+# lazy, for CuPy arrays only (test_top_level_dispatch_sends_device_arrays_to_the_gpu_package).
+TIER_MAY_IMPORT = {
+    None: {None, "interop", "gpu"},
+    "interop": {None, "interop"},
+    "gpu": {None, "gpu"},
+    "model": {None, "interop", "model"},
+    "explore": {None, "interop", "model", "explore"},
+    "bench": {None, "interop", "gpu", "model", "explore", "bench"},
+}
+
+
+def tier(module: str):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in TIER_MAY_IMPORT) else None
+
+
+def tier_violations(graph) -> list[str]:
+    return [f"{src} ({tier(src) or 'core'}) imports {dst} ({tier(dst) or 'core'})"
+            for src in sorted(graph) for dst in sorted(graph[src]) if tier(dst) not in TIER_MAY_IMPORT[tier(src)]]
+
+
+def test_each_tier_imports_only_the_tiers_below_it():
+    modules, graph, _ = import_graph()
+    assert {tier(m) for m in modules} == set(TIER_MAY_IMPORT)  # every subpackage has its rule
+    assert tier("int4ref.quant") is None and tier("int4ref.explore") == "explore"
+    assert tier("int4ref.gpu.bench") == "gpu" and tier("int4ref.interop.gguf.q4") == "interop"
+    assert tier_violations(graph) == []
+    only_gpu = {m: {"int4ref.gpu.ops"} for m in ("int4ref.dispatch",)}
+    assert tier_violations({"int4ref.quant": {"int4ref.explore.viz"}, **only_gpu}) == [
+        "int4ref.quant (core) imports int4ref.explore.viz (explore)"]  # the check can fail
+
+
 def test_no_module_reaches_into_another_modules_private_parts():
     assert private_violations() == []
 

@@ -1,4 +1,4 @@
-"""int4ref.viz: every figure has a title, labelled axes and alt text, shows int4ref's own
+"""int4ref.explore.viz: every figure has a title, labelled axes and alt text, shows int4ref's own
 numbers, and rejects bad input with a clear error."""
 import base64
 import re
@@ -12,7 +12,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import int4ref  # noqa: E402
-from int4ref import metrics, packing, viz  # noqa: E402
+from int4ref import metrics, packing  # noqa: E402
+from int4ref.explore import viz  # noqa: E402
 
 RNG = np.random.default_rng(0)
 W = RNG.standard_normal((64, 256)).astype(np.float32)

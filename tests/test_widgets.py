@@ -1,4 +1,4 @@
-"""int4ref.widgets: drive every control of every explorer, check that the figure and the
+"""int4ref.explore: drive every control of every explorer, check that the figure and the
 numbers change as they should, and that the numbers are int4ref's (recomputed here)."""
 import itertools
 import math
@@ -13,13 +13,19 @@ import numpy as np  # noqa: E402
 pytest.importorskip("ipywidgets")
 
 import int4ref  # noqa: E402
-from int4ref import codebooks, data, metrics, packing, viz, widgets  # noqa: E402
-from int4ref.widgets import (  # noqa: E402
+from int4ref import codebooks, metrics, packing  # noqa: E402
+from int4ref.explore import (  # noqa: E402
+    EXPLORERS,
+    Control,
     DoubleQuantExplorer,
     FormatExplorer,
     NF4Builder,
     NibbleInspector,
+    nf4_builder,
+    nibble_inspector,
+    viz,
 )
+from int4ref.model import data  # noqa: E402
 
 HAVE_MINILM = data.minilm_available()
 
@@ -55,7 +61,7 @@ def assert_changes(ex, name, values, same_ok=()):
 
 
 def test_every_explorer_has_a_figure_with_title_labels_and_alt_text():
-    for name, cls in widgets.EXPLORERS.items():
+    for name, cls in EXPLORERS.items():
         ex = cls()
         fig = ex.render()
         assert fig._suptitle is not None and fig._suptitle.get_text()
@@ -82,13 +88,13 @@ def test_validation():
         DoubleQuantExplorer().compute(dq_table="dynamic", dq_bits=4)
     with pytest.raises(ValueError, match="element must be in 0..31"):
         NibbleInspector(overrides=((32, 1),))
-    c = widgets.Control("x", "x", "int", lo=1, hi=14, step=1)
+    c = Control("x", "x", "int", lo=1, hi=14, step=1)
     assert c.sweep() == [1, 4, 8, 11, 14]
-    assert widgets.Control("y", "y", "checkbox").sweep() == [True, False]
+    assert Control("y", "y", "checkbox").sweep() == [True, False]
 
 
 def test_defaults_are_valid_settings():
-    for cls in widgets.EXPLORERS.values():
+    for cls in EXPLORERS.values():
         d = cls.defaults()
         assert cls.validate({}) == cls.validate(d)
         assert {c.name for c in cls.controls()} <= set(d)
@@ -188,10 +194,10 @@ def test_minilm_option_depends_on_the_package(monkeypatch):
 @pytest.mark.parametrize("offset", [codebooks.NF4_OFFSET, 0.93, 0.99])
 @pytest.mark.parametrize("f32", [True, False])
 def test_split_construction_is_nf4_at_8_7(offset, f32):
-    np.testing.assert_array_equal(widgets.nf4_levels(offset, 8, f32),
+    np.testing.assert_array_equal(nf4_builder.nf4_levels(offset, 8, f32),
                                   codebooks.nf4_from_quantiles(offset, float32_linspace=f32))
     if offset == codebooks.NF4_OFFSET and f32:
-        assert widgets.nf4_levels(offset, 8, f32).tobytes() == codebooks.NF4.tobytes()
+        assert nf4_builder.nf4_levels(offset, 8, f32).tobytes() == codebooks.NF4.tobytes()
 
 
 def nearest_rmse(x, table, g):
@@ -224,7 +230,7 @@ def test_nf4_builder_other_splits(n_positive):
     assert not r["identical_to_nf4"]
     assert r["rmse_derived"] == pytest.approx(nearest_rmse(gaussian(), lv, 64), rel=1e-6)
     if n_positive == 7:  # the mirror image of the 8/7 split
-        np.testing.assert_allclose(lv, -widgets.nf4_levels(0.97, 8)[::-1], atol=1e-7)
+        np.testing.assert_allclose(lv, -nf4_builder.nf4_levels(0.97, 8)[::-1], atol=1e-7)
 
 
 def test_nf4_builder_drives_every_control():
@@ -311,7 +317,7 @@ def test_fewer_level2_bits_save_bits_and_add_error():
 def test_nibble_inspector_codes_and_bytes():
     ex = NibbleInspector()
     r = ex.compute()
-    x, n = widgets.parse_values(widgets.DEFAULT_VALUES)
+    x, n = nibble_inspector.parse_values(nibble_inspector.DEFAULT_VALUES)
     assert n == 32
     qt = int4ref.quantize(x, "int4_sym", group_size=32)
     np.testing.assert_array_equal(r["codes"], qt.codes)
@@ -346,7 +352,7 @@ def test_nibble_inspector_widget_bits_and_controls():
     assert "0x" in html0 and "bitsandbytes" in html0 and "GGML" in html0
     # every control
     for c in ex.controls():
-        values = c.sweep() if c.kind != "text" else ["1 2 3", "-1, 0.5, 4, 8", widgets.DEFAULT_VALUES]
+        values = c.sweep() if c.kind != "text" else ["1 2 3", "-1, 0.5, 4, 8", nibble_inspector.DEFAULT_VALUES]
         for _v, picture, r in drive(ex, c.name, values):
             assert picture == ex.render_html(r)
     ex.widgets["format"].value = "int4_sym"
@@ -389,7 +395,7 @@ def test_nibble_inspector_without_widget():
 
 
 def test_bench_widgets_main(capsys, tmp_path):
-    from int4ref import bench_widgets
+    from int4ref.bench import widgets as bench_widgets
 
     out_json = tmp_path / "w.json"
     assert bench_widgets.main(["--repeat", "2", "--only", "nibble", "nf4", "--json", str(out_json)]) == 0

@@ -212,7 +212,7 @@ cat "$SUMMARY"
 if [ -f "$OUT/bench-gpu.json" ]; then
     "$PY" -c "
 import json, sys
-from int4ref import bench_gpu
+from int4ref.gpu import bench as bench_gpu
 rec = json.load(open(sys.argv[1]))
 out = bench_gpu.report(rec)
 print(out['provenance']); print(); print(out['goals'])

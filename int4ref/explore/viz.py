@@ -23,10 +23,10 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import metrics, packing
-from ._checks import as_float_array
-from .formats import FORMATS, dequantize_groups, get_format
-from .quant import QuantizedTensor, dequantize, quantize
+from .. import metrics, packing
+from .._checks import as_float_array
+from ..formats import FORMATS, dequantize_groups, get_format
+from ..quant import QuantizedTensor, dequantize, quantize
 
 #: Okabe & Ito (2008), "Color Universal Design": eight colours distinguishable with
 #: protanopia, deuteranopia and tritanopia.

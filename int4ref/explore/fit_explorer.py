@@ -3,7 +3,7 @@
 * :func:`footprint_bars`: stacked bars (weights, KV cache, activations, in GiB) of one or
   more :class:`~int4ref.footprint.Footprint` against the memory of the GPUs in
   :data:`~int4ref.footprint.GPUS`; alt text from the same numbers.
-* :class:`FitExplorer`: an :class:`~int4ref.widgets.Explorer` with model, weight format,
+* :class:`FitExplorer`: an :class:`~int4ref.explore.Explorer` with model, weight format,
   context, KV-cache dtype and batch controls (``FitExplorer().widget()`` in a notebook).
 * :class:`StaticFitCalculator`: the same five controls as an HTML page fragment that
   needs no kernel. Every number is computed here, in Python, and embedded: for each model
@@ -20,8 +20,8 @@ import json
 
 from matplotlib.figure import Figure
 
-from . import footprint as fp
-from .widgets import Control, Explorer
+from .. import footprint as fp
+from .explorer import Control, Explorer
 
 __all__ = ["CONTEXTS", "BATCHES", "PART_COLORS", "footprint_bars", "FitExplorer", "StaticFitCalculator"]
 

@@ -127,7 +127,7 @@ def measure_copy(bench: Bench, nbytes: int) -> Row:
 
 
 def measure_dequantize(bench: Bench, copy_gbps: float, shape, fmt: str, g: int, scale_dtype, out_dtype) -> list[Row]:
-    from .gpu import kernels, ops
+    from . import kernels, ops
 
     be = bench.be
     w = _randn(bench, shape, np.float32, 1)
@@ -159,7 +159,7 @@ def measure_dequantize(bench: Bench, copy_gbps: float, shape, fmt: str, g: int, 
 
 
 def measure_quantize(bench: Bench, copy_gbps: float, shape, in_dtype, fmt: str, g: int, scale_dtype) -> list[Row]:
-    from .gpu import kernels, ops
+    from . import kernels, ops
 
     be = bench.be
     fmt_obj = ops.gpu_format(fmt)
@@ -193,7 +193,7 @@ def measure_quantize(bench: Bench, copy_gbps: float, shape, in_dtype, fmt: str, 
 
 
 def measure_gemv(bench: Bench, shape, ms=GEMV_MS, formats=GEMV_FORMATS, versions=("v1", "v2", "v3")) -> list[Row]:
-    from .gpu import ops
+    from . import ops
 
     be, xp = bench.be, bench.be.xp
     N, K = shape
@@ -256,7 +256,7 @@ def measure_gemv(bench: Bench, shape, ms=GEMV_MS, formats=GEMV_FORMATS, versions
 def cupy_bench(repeats: int, warmup: int = 3, use_graphs: bool = True) -> Bench:
     import cupy as cp
 
-    from .gpu.backend import cupy_backend
+    from .backend import cupy_backend
 
     be = cupy_backend()
     dev = cp.cuda.Device()
@@ -318,7 +318,7 @@ def cupy_bench(repeats: int, warmup: int = 3, use_graphs: bool = True) -> Bench:
 def device_info() -> dict:
     import cupy as cp
 
-    from .gpu import kernels
+    from . import kernels
 
     dev = cp.cuda.Device()
     props = cp.cuda.runtime.getDeviceProperties(dev.id)
@@ -346,7 +346,7 @@ def device_info() -> dict:
 
 def emulator_bench() -> Bench:
     """A :class:`Bench` on the CPU emulator: checks the benchmark's launches, never times a GPU."""
-    from .gpu.emulator import EmulatorBackend
+    from .emulator import EmulatorBackend
 
     be = EmulatorBackend()
 
@@ -361,7 +361,7 @@ def emulator_bench() -> Bench:
 
 
 def emulator_info() -> dict:
-    from .gpu.emulator import find_compiler
+    from .emulator import find_compiler
 
     return {"name": "CPU emulator (int4ref.gpu.emulator), not a GPU", "compute_capability": None,
             "compiler": find_compiler(), "cpu": platform.processor() or platform.machine()}
@@ -456,8 +456,8 @@ def environment() -> dict:
     """What the benchmark runs with: versions, the device, NVRTC and where it finds the CUDA headers."""
     import importlib
 
-    from .gpu import device_status, kernels
-    from .gpu.emulator import find_compiler
+    from . import device_status, kernels
+    from .emulator import find_compiler
 
     env = {"python": platform.python_version(), "executable": sys.executable, "platform": platform.platform()}
     for name in ("numpy", "scipy", "pytest", "hypothesis", "cupy"):
@@ -481,9 +481,9 @@ def environment() -> dict:
 
 def provenance() -> dict:
     """``{"commit", "commit_source"}``: git of this checkout, else ``$INT4REF_COMMIT`` (a copied tree)."""
-    from .results import commit
+    from ..results import commit
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     env = os.environ.get("INT4REF_COMMIT", "").strip() or None
     git = commit() if (root / ".git").exists() else None  # no .git: a parent repository is not ours
     if git:
@@ -670,8 +670,8 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m int4ref.bench gpu", description=__doc__.split("\n\n")[0])
+def main(argv=None, prog: str = "python -m int4ref.bench gpu") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--repeats", type=int, default=15, help="timed samples per measurement (median reported)")
     parser.add_argument("--quick", action="store_true", help="small shapes only (a smoke test, not a result)")
@@ -689,7 +689,7 @@ def main(argv=None) -> int:
     if args.budget is not None and not args.budget > 0:
         parser.error(f"--budget must be a positive number of seconds, got {args.budget}")
 
-    from .results import write_record
+    from ..results import write_record
 
     if args.environment:
         env = {**environment(), **provenance()}
@@ -707,7 +707,7 @@ def main(argv=None) -> int:
         print("CPU emulator: checks the benchmark's code on tiny shapes; the times mean nothing about a GPU")
         bench = emulator_bench()
     else:
-        from .gpu import device_status
+        from . import device_status
 
         ok, why = device_status()
         if not ok:

@@ -1,8 +1,8 @@
 """How long an explorer takes to update after a control changes.
 
-    python -m int4ref.bench_widgets [--repeat N] [--only NAME ...] [--json PATH]
+    python -m int4ref.bench widgets [--repeat N] [--only NAME ...] [--json PATH]
 
-For each explorer of :mod:`int4ref.widgets` at its default size this builds the widget
+For each explorer of :mod:`int4ref.explore` at its default size this builds the widget
 (headless: no kernel is needed), then changes one control back and forth ``N`` times and
 times each update end to end: the control's new value, ``compute``, the redraw into the
 live figure and its PNG encoding (or, for the nibble inspector, its HTML table). It
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from .parallel import cpu_count
+from ..parallel import cpu_count
 
 # control -> the two values toggled between, per explorer
 TOGGLES = {
@@ -41,9 +41,9 @@ def _pct(values, q):
 
 def measure(name: str, repeat: int = 15) -> dict:
     """Times (ms) of ``repeat`` widget updates of explorer ``name`` and of its compute."""
-    from . import widgets
+    from ..explore import EXPLORERS
 
-    cls = widgets.EXPLORERS[name]
+    cls = EXPLORERS[name]
     ex = cls()
     t0 = time.perf_counter()
     ex.widget()
@@ -96,7 +96,7 @@ def main(argv=None, prog: str | None = None) -> int:
     if slow:
         print(f"over the {TARGET_MS:.0f} ms target: {', '.join(slow)}")
     if args.json:
-        from .results import commit, machine, write_record  # the same provenance as the CPU benchmark
+        from ..results import commit, machine, write_record  # the same provenance as the CPU benchmark
 
         record = {"benchmark": "widgets", "machine": machine(), "commit": commit(),
                   "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

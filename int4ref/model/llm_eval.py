@@ -1,6 +1,6 @@
 """Is a quantized language model still the same model? Perplexity, KL divergence and top-1
 agreement as llama.cpp's perplexity tool reports them, and whole-model quantization of a
-:class:`~int4ref.smollm.SmolLM` (RTN, GPTQ, AWQ, GGUF block types).
+:class:`~int4ref.model.smollm.SmolLM` (RTN, GPTQ, AWQ, GGUF block types).
 
 **Windows** (:func:`eval_windows`). The evaluation tokens are cut into consecutive,
 non-overlapping windows of ``n_ctx`` tokens (the remainder is dropped); each window is run
@@ -39,11 +39,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import check_positive_int
-from .awq import awq_quantize
-from .gptq import gptq_hessian, gptq_quantize
-from .interop import gguf as gguf_blocks
-from .quant import dequantize, quantize
+from .._checks import check_positive_int
+from ..awq import awq_quantize
+from ..gptq import gptq_hessian, gptq_quantize
+from ..interop import gguf as gguf_blocks
+from ..quant import dequantize, quantize
 
 #: 95% two-sided normal quantile, for intervals from standard errors.
 Z95 = 1.959963984540054
@@ -90,7 +90,7 @@ def window_log_probs(model, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     next-token log-probabilities at the positions of :func:`scored_positions` and int64
     (n_scored,) the tokens that actually follow. ``model``: anything with
     ``hidden_states(ids)`` (T, d) and ``output_weight()`` (vocab, d), e.g. a
-    :class:`~int4ref.smollm.SmolLM`; only the scored rows go through the output layer."""
+    :class:`~int4ref.model.smollm.SmolLM`; only the scored rows go through the output layer."""
     window = np.asarray(window)
     rows = scored_positions(window.size)
     hidden = model.hidden_states(window)[rows]
@@ -229,7 +229,7 @@ def gguf_bits_per_weight(type_name: str) -> float:
 class QuantizedLM:
     """What :func:`quantize_lm` returns: ``model`` with the dequantized linear weights,
     ``bits_per_weight`` (storage of the quantized linear weights / their count; AWQ's
-    per-channel scales not counted, as in :mod:`int4ref.modelquant`), ``calib_s`` (forward
+    per-channel scales not counted, as in :mod:`int4ref.model.modelquant`), ``calib_s`` (forward
     passes and Hessians) and ``quant_s`` (the quantizers), seconds; ``joined_rows``: names of
     the weights quantized with joined rows (:func:`gguf_roundtrip`)."""
 
@@ -243,7 +243,7 @@ class QuantizedLM:
 def quantize_lm(model, method: str, format: str, group_size=128, calib_sequences: Sequence | None = None, *,
                 calibration: str = "sequential", scale_dtype=np.float16, awq_max_tokens: int | None = None,
                 progress: Callable[[int, int], None] | None = None, **method_kwargs) -> QuantizedLM:
-    """Quantize every linear weight of ``model`` (a :class:`~int4ref.smollm.SmolLM`; embeddings
+    """Quantize every linear weight of ``model`` (a :class:`~int4ref.model.smollm.SmolLM`; embeddings
     and norms stay as they are).
 
     * ``method="rtn"``: :func:`int4ref.quant.quantize` with ``format`` (any int4ref format,

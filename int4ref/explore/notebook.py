@@ -4,7 +4,7 @@ On the site, a chapter stores computed values with ``myst_nb.glue`` and the pros
 them with ``{glue:text}`` roles; figures are pasted with ``{glue:figure}``. Jupyter and
 Colab render neither. ``tools/sync_notebooks.py`` therefore writes notebooks in which
 
-* ``from myst_nb import glue`` becomes ``from int4ref.notebook import glue``: the same
+* ``from myst_nb import glue`` becomes ``from int4ref.explore.notebook import glue``: the same
   call, which keeps each value (and figure) in :data:`REGISTRY` of this module;
 * a paragraph that pastes values becomes a hidden code cell ``markdown(r'''...''')`` whose
   output is the paragraph with the values of *the reader's own run* (``{key:spec}`` fields,
@@ -124,7 +124,7 @@ def markdown(template: str, registry: dict | None = None):
 
 
 def _png_and_alt(value: Any, alt: str | None, dpi: int = 100) -> tuple[bytes, str, tuple[int, int] | None]:
-    fig = getattr(value, "fig", None)  # an int4ref.viz.show
+    fig = getattr(value, "fig", None)  # an int4ref.explore.viz.show
     own_alt = getattr(value, "alt", None)
     if fig is None and hasattr(value, "savefig"):  # a matplotlib Figure
         fig = value
@@ -138,7 +138,7 @@ def _png_and_alt(value: Any, alt: str | None, dpi: int = 100) -> tuple[bytes, st
     if png is not None:
         return png(), alt or own_alt or "", None
     raise TypeError(f"cannot show a {type(value).__name__} as a figure "
-                    "(glue a matplotlib Figure or an int4ref.viz.show)")
+                    "(glue a matplotlib Figure or an int4ref.explore.viz.show)")
 
 
 class _Figure:

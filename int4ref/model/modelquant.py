@@ -1,4 +1,4 @@
-"""Quantize every linear layer of a :class:`~int4ref.minilm.MiniLM` with RTN, GPTQ or AWQ.
+"""Quantize every linear layer of a :class:`~int4ref.model.minilm.MiniLM` with RTN, GPTQ or AWQ.
 
 :func:`quantize_model` is the loop the GPTQ and AWQ papers run over a transformer, written
 for the numpy MiniLM:
@@ -29,9 +29,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .awq import awq_quantize
-from .gptq import gptq_hessian, gptq_quantize
-from .quant import QuantizedTensor, quantize
+from ..awq import awq_quantize
+from ..gptq import gptq_hessian, gptq_quantize
+from ..quant import QuantizedTensor, quantize
 
 METHODS = ("rtn", "gptq", "awq")
 CALIBRATIONS = ("sequential", "float")
@@ -41,7 +41,7 @@ CALIBRATIONS = ("sequential", "float")
 class ModelQuantResult:
     """What :func:`quantize_model` returns.
 
-    * ``model``: the quantized model (a :class:`~int4ref.minilm.MiniLM` whose linear weights
+    * ``model``: the quantized model (a :class:`~int4ref.model.minilm.MiniLM` whose linear weights
       are the dequantized ones; the input model is unchanged).
     * ``layers``: linear weight name -> :class:`~int4ref.quant.QuantizedTensor` (RTN),
       :class:`~int4ref.gptq.GPTQResult` or :class:`~int4ref.awq.AWQResult`.
@@ -72,7 +72,7 @@ def _qt(result) -> QuantizedTensor:
 def quantize_model(model, method: str, format: str = "int4_asym", group_size=128,
                    calib_texts: Sequence[str] | None = None, *, calibration: str = "sequential",
                    batch_size: int = 32, **method_kwargs) -> ModelQuantResult:
-    """Quantize all linear layers of ``model`` (a :class:`~int4ref.minilm.MiniLM`).
+    """Quantize all linear layers of ``model`` (a :class:`~int4ref.model.minilm.MiniLM`).
 
     ``method``: ``"rtn"``, ``"gptq"`` or ``"awq"``; ``format`` and ``group_size`` as for
     :func:`int4ref.quantize` (GPTQ and AWQ accept ``"int4_asym"``, ``"int4_sym"``, ``"nf4"``).

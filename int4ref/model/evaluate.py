@@ -168,7 +168,7 @@ def docstring_corpus(n: int | None = 300, seed: int | None = None, *,
 
 def calibration_texts(n: int = 64) -> list[str]:
     """``summary + " " + body`` of the first ``n`` calibration-split entries: text for
-    :meth:`int4ref.minilm.MiniLM.capture_linear_inputs`, disjoint from the evaluation split."""
+    :meth:`int4ref.model.minilm.MiniLM.capture_linear_inputs`, disjoint from the evaluation split."""
     return [f"{s} {b}" for _, s, b in docstring_corpus(n, split="calib")]
 
 

@@ -1,8 +1,4 @@
-"""Benchmarks: ``python -m int4ref.bench cpu [--size 4096] [--repeats 7] [--json PATH]``.
-
-``python -m int4ref.bench gpu [--json PATH] [--quick]`` measures the CUDA kernels of
-:mod:`int4ref.gpu` (see :mod:`int4ref.bench_gpu`; without a GPU it exits with status 2 and
-says why).
+"""The CPU benchmark: ``python -m int4ref.bench cpu [--size 4096] [--repeats 7] [--json PATH]``.
 
 Every figure is a ratio against a peer library measured in the same process, on the same
 data, with the runs of the two interleaved (ours, peer, ours, peer, ...) so that a
@@ -31,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import commit, machine, write_record
+from ..results import commit, machine, write_record
 
 __all__ = ["Row", "commit", "format_table", "ggml_rows", "gguf_rows", "machine", "main", "run_cpu", "write_record"]
 
@@ -79,7 +75,7 @@ DEQUANTIZE_GOALS_VS_GGUF = {"Q4_0": 0.5, "Q4_1": 0.5, "Q4_K": 0.5, "IQ4_XS": 0.5
 
 def gguf_rows(x: np.ndarray, repeats: int) -> list[Row]:
     """Every GGUF block type of int4ref.interop.gguf against gguf-py's numpy code."""
-    from .interop import gguf as ours
+    from ..interop import gguf as ours
 
     names = [t for t in ours.BLOCK_TYPES if t != "Q8_0"]
     try:
@@ -123,7 +119,7 @@ def _load_ggml_peer():
     installs): ggml's C built by ``python tools/ggml_peer.py build``. Raises with the reason."""
     import importlib.util
 
-    script = Path(__file__).resolve().parent.parent / "tools" / "ggml_peer.py"
+    script = Path(__file__).resolve().parents[2] / "tools" / "ggml_peer.py"
     if not script.is_file():
         raise RuntimeError("tools/ggml_peer.py not found (int4ref is not installed from its repository)")
     spec = importlib.util.spec_from_file_location("int4ref_ggml_peer_tool", script)
@@ -134,8 +130,8 @@ def _load_ggml_peer():
 
 def ggml_rows(x: np.ndarray, repeats: int) -> list[Row]:
     """Quantize with int4ref against ggml's own C (``ggml_quantize_chunk``, one thread)."""
-    from . import parallel
-    from .interop import gguf as ours
+    from .. import parallel
+    from ..interop import gguf as ours
 
     names = [t for t in ours.BLOCK_TYPES if t != "Q8_0"]
     try:
@@ -156,7 +152,7 @@ def ggml_rows(x: np.ndarray, repeats: int) -> list[Row]:
 
 
 def bnb_rows(x: np.ndarray, repeats: int) -> list[Row]:
-    from .interop import bitsandbytes as ours
+    from ..interop import bitsandbytes as ours
 
     names = ["NF4 blocksize 64 quantize", "NF4 blocksize 64 dequantize"]
     try:
@@ -179,7 +175,7 @@ def bnb_rows(x: np.ndarray, repeats: int) -> list[Row]:
 
 def core_rows(x: np.ndarray, repeats: int) -> list[Row]:
     """int4ref's own generic path, for scale (no peer)."""
-    from . import dequantize, quantize
+    from .. import dequantize, quantize
 
     rows = []
     for fmt in ("nf4", "int4_sym", "int4_asym"):
@@ -229,26 +225,13 @@ def run_cpu(size: int, repeats: int) -> dict:
     }
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["widgets"]:  # explorer update times (int4ref.bench_widgets)
-        from . import bench_widgets
-
-        return bench_widgets.main(argv[1:], prog="python -m int4ref.bench widgets")
-    if argv[:1] == ["gpu"]:  # the CUDA kernels (int4ref.bench_gpu parses its own options)
-        from . import bench_gpu
-
-        return bench_gpu.main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m int4ref.bench", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="which", required=True)
-    cpu = sub.add_parser("cpu", help="numpy paths against gguf and bitsandbytes (CPU)")
-    sub.add_parser("widgets", help="update time of the interactive explorers", add_help=False)
-    sub.add_parser("gpu", help="the CUDA kernels against copy bandwidth and cuBLAS fp16 (needs a GPU)",
-                   add_help=False)
-    cpu.add_argument("--size", type=int, default=4096, help="matrix side (default 4096)")
-    cpu.add_argument("--repeats", type=int, default=7)
-    cpu.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    args = parser.parse_args(argv)
+def main(argv=None, prog: str = "python -m int4ref.bench cpu") -> int:
+    """``python -m int4ref.bench cpu [--size 4096] [--repeats 7] [--json PATH]``."""
+    parser = argparse.ArgumentParser(prog=prog, description="numpy paths against gguf, ggml's C and bitsandbytes (CPU)")
+    parser.add_argument("--size", type=int, default=4096, help="matrix side (default 4096)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     result = run_cpu(args.size, args.repeats)
     m = result["machine"]
     print(f"{args.size}x{args.size} float32 on {m['cpu']} ({m['cores']} cores), commit {result['commit']}")
@@ -256,7 +239,3 @@ def main(argv=None) -> int:
     if args.json:
         write_record(args.json, result)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

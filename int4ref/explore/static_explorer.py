@@ -1,6 +1,6 @@
 """An explorer for a page without a kernel: precomputed states behind sliders and menus.
 
-:class:`StaticExplorer` takes an :class:`~int4ref.widgets.Explorer` and a few values for
+:class:`StaticExplorer` takes an :class:`~int4ref.explore.Explorer` and a few values for
 one or more of its controls. For every combination (the grid of the values, last control
 fastest) it runs the explorer's own ``compute`` and ``render`` in Python, when the page is
 built, and keeps the picture (an inline PNG, or for the nibble inspector its HTML view),
@@ -20,7 +20,7 @@ import itertools
 import json
 
 from . import viz
-from .widgets import WIDGET_DPI, Explorer, format_value
+from .explorer import WIDGET_DPI, Explorer, format_value
 
 __all__ = ["StaticExplorer"]
 
@@ -62,7 +62,7 @@ class StaticExplorer:
     def __init__(self, explorer: Explorer, controls: dict, settings: dict | None = None, *, view: str = "png",
                  start: dict | None = None, dpi: int = WIDGET_DPI, colors: int | None = 128):
         if not isinstance(explorer, Explorer):
-            raise TypeError(f"explorer must be an int4ref.widgets.Explorer, got {type(explorer).__name__}")
+            raise TypeError(f"explorer must be an int4ref.explore.Explorer, got {type(explorer).__name__}")
         if view not in ("png", "html"):
             raise ValueError(f"view must be 'png' or 'html', got {view!r}")
         if view == "html" and not hasattr(explorer, "render_html"):

@@ -71,8 +71,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import check_positive_int
-from .interop import gguf as gguf_blocks
+from .._checks import check_positive_int
+from ..interop import gguf as gguf_blocks
 
 f32 = np.float32
 
@@ -202,7 +202,8 @@ def read_config(metadata: Mapping, source: str = "the file") -> LlamaConfig:
     a missing key, or settings this module does not implement (rope scaling, partial rope)."""
     arch = metadata.get("general.architecture")
     if arch != "llama":
-        raise ValueError(f"{source} holds a model of architecture {arch!r}; int4ref.smollm implements only 'llama'")
+        raise ValueError(f"{source} holds a model of architecture {arch!r}; "
+                         "int4ref.model.smollm implements only 'llama'")
 
     def get(key, default=None):
         full = f"llama.{key}"
@@ -280,11 +281,11 @@ def build_tokenizer(metadata: Mapping, source: str = "the file"):
     try:
         from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     except ImportError:
-        raise ImportError('int4ref.smollm tokenises with the "tokenizers" package: pip install "tokenizers>=0.15"  '
-                          '(or pip install "int4ref[model]")') from None
+        raise ImportError('int4ref.model.smollm tokenises with the "tokenizers" package: '
+                          'pip install "tokenizers>=0.15" (or pip install "int4ref[model]")') from None
     kind = metadata.get("tokenizer.ggml.model")
     if kind != "gpt2":
-        raise ValueError(f"{source} has a tokenizer of type {kind!r}; int4ref.smollm builds only 'gpt2' "
+        raise ValueError(f"{source} has a tokenizer of type {kind!r}; int4ref.model.smollm builds only 'gpt2' "
                          f"(byte-level BPE)")
     pre = metadata.get("tokenizer.ggml.pre", "default")
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -293,7 +294,7 @@ def build_tokenizer(metadata: Mapping, source: str = "the file"):
     elif pre in ("gpt2", "default"):
         pre_tokenizer = byte_level
     else:
-        raise ValueError(f"{source} asks for the pre-tokenizer {pre!r}; int4ref.smollm knows 'smollm', 'gpt2' "
+        raise ValueError(f"{source} asks for the pre-tokenizer {pre!r}; int4ref.model.smollm knows 'smollm', 'gpt2' "
                          f"and 'default'")
     tokens = list(metadata["tokenizer.ggml.tokens"])
     merges = []

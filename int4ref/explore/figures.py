@@ -12,8 +12,8 @@ production function does (same codes), so that the picture is what the code does
   picture shows what the packing code does rather than restating the rule.
 
 Every figure is a :class:`matplotlib.figure.Figure` built without pyplot, with its text
-description for screen readers in ``fig.int4ref_alt`` (read by :func:`int4ref.viz.alt_text`
-and shown by :class:`int4ref.viz.show`), computed from the same numbers as the drawing.
+description for screen readers in ``fig.int4ref_alt`` (read by :func:`int4ref.explore.viz.alt_text`
+and shown by :class:`int4ref.explore.viz.show`), computed from the same numbers as the drawing.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from . import packing, viz
-from .formats import GroupParams
-from .gptq import (
+from .. import packing
+from ..formats import GroupParams
+from ..gptq import (
     check_activations,
     check_format,
     check_group_size,
@@ -34,6 +34,7 @@ from .gptq import (
     gptq_quantize,
     inverse_cholesky_upper,
 )
+from . import viz
 
 __all__ = ["GPTQSweepState", "gptq_sweep", "gptq_sweep_alt", "gptq_sweep_figure",
            "BYTE_LAYOUTS", "WORD_LAYOUTS", "byte_slots", "word_slots", "layout_maps", "packing_layouts"]

@@ -60,7 +60,7 @@ def blocks(text: str) -> list[dict]:
             tags = " ".join(b for b in options if b.startswith(":tags:"))
             content = [b for b in body if not b.startswith(":")]
             out.append({"kind": kind, "title": title, "body": "\n".join(content),
-                        "tags": tags, "line": i + 1})
+                        "tags": tags, "options": options, "line": i + 1})
             i = j + 1
             continue
         if line.startswith("## "):
@@ -190,3 +190,70 @@ def test_boxes_inside_a_code_cell_do_not_count():
     hidden = "\n````{code-cell} ipython3\ns = '''\n" + TOP + END + "'''\n````\n"
     issues = problems(HEAD + hidden + CODE)
     assert any("You will learn" in p for p in issues) and any("Key takeaways" in p for p in issues)
+
+
+# --- bookkeeping out of sight -----------------------------------------------------------
+# Issue 13: "glue calls and figure plumbing are not what a reader should read (hide the
+# input, or move it to a helper), while the code that teaches stays visible." A code cell
+# a reader sees (no remove-/hide- tag) may not call myst-nb's glue nor close a figure it
+# built for glue; those go in a remove-input cell after it.
+
+HIDDEN_TAGS = ("remove-input", "remove-cell", "hide-input", "hide-cell")
+BOOKKEEPING = re.compile(r"^\s*(glue\(|plt\.close\()", re.M)
+
+
+def bookkeeping_in_sight(text: str) -> list[str]:
+    """The visible code cells of a chapter that glue values or close glued figures."""
+    return [f"line {b['line']}: a visible code cell calls {BOOKKEEPING.search(b['body']).group(1)}...)"
+            for b in blocks(text)
+            if b["kind"] == "code-cell" and not any(t in b["tags"] for t in HIDDEN_TAGS)
+            and BOOKKEEPING.search(b["body"])]
+
+
+@pytest.mark.parametrize("chapter", toc_chapters() + sorted(EXEMPT))
+def test_no_glue_or_figure_plumbing_in_a_visible_cell(chapter):
+    text = (ROOT / f"{chapter}.md").read_text(encoding="utf-8")
+    assert bookkeeping_in_sight(text) == [], chapter
+
+
+def test_the_bookkeeping_check_can_fail():
+    seen = "\n```{code-cell} ipython3\nx = 1\nglue('x', x, display=False)\n```\n"
+    hidden = "\n```{code-cell} ipython3\n:tags: [remove-input]\n\nglue('x', x, display=False)\n```\n"
+    assert bookkeeping_in_sight(HEAD + seen) == ["line 17: a visible code cell calls glue(...)"]
+    assert bookkeeping_in_sight(HEAD + hidden) == []
+
+
+# --- every figure has alt text ------------------------------------------------------------
+# A figure reaches the page either as a {glue:figure} with an :alt: option, or as a
+# int4ref.explore.viz.show (directly, or glued), whose <img alt> is computed from the figure's
+# own data. A bare plt.show() would give the reader an image without a description.
+
+def figures_without_alt(text: str) -> list[str]:
+    bad = [f"line {b['line']}: plt.show() shows a figure without alt text" for b in blocks(text)
+           if b["kind"] == "code-cell" and "plt.show()" in b["body"]]
+    for b in blocks(text):
+        if b["kind"] != "glue:figure" or any(o.startswith(":alt:") for o in b["options"]):
+            continue
+        key = b["title"]
+        value = re.search(rf"glue\(\s*[\"']{re.escape(key)}[\"']\s*,\s*([\w.]+)", text)
+        name = value.group(1) if value else None
+        shown = name == "viz.show" or (name and re.search(rf"^\s*{re.escape(name)}\s*=\s*viz\.show\(", text, re.M))
+        if not shown:
+            bad.append(f"line {b['line']}: figure {key!r} has no :alt: and is not glued as a viz.show")
+    return bad
+
+
+@pytest.mark.parametrize("chapter", toc_chapters() + sorted(EXEMPT))
+def test_every_figure_has_alt_text(chapter):
+    text = (ROOT / f"{chapter}.md").read_text(encoding="utf-8")
+    assert figures_without_alt(text) == [], chapter
+
+
+def test_the_alt_text_check_can_fail():
+    bare = "\n```{code-cell} ipython3\nplt.plot([1, 2])\nplt.show()\n```\n"
+    glued = ("\n```{code-cell} ipython3\nglue('fig_a', fig, display=False)\n```\n\n"
+             "```{glue:figure} fig_a\n:name: a\n\nA.\n```\n")
+    shown = glued.replace("glue('fig_a', fig", "glue('fig_a', viz.show(fig)")
+    assert figures_without_alt(HEAD + bare) == ["line 17: plt.show() shows a figure without alt text"]
+    assert figures_without_alt(HEAD + glued) == ["line 21: figure 'fig_a' has no :alt: and is not glued as a viz.show"]
+    assert figures_without_alt(HEAD + shown) == []

@@ -206,6 +206,47 @@ def test_no_kernel_slider_swaps_the_figure(site, browser):
     page.close()
 
 
+# The chapters' own kernel-free explorers (int4ref.explore.static_explorer): each chapter
+# that teaches with an explorer shows its precomputed states on the site.
+CHAPTER_STATIC_EXPLORERS = ("group-quant", "nf4", "double-quant", "packing")
+
+
+@pytest.mark.parametrize("chapter", CHAPTER_STATIC_EXPLORERS)
+def test_a_chapters_static_explorer_answers_its_controls(site, browser, chapter):
+    """Moving each control of the chapter's static explorer (a range slider or a menu)
+    changes what it shows (picture, alt text, numbers), with no kernel behind the page."""
+    page, problems = open_page(browser, f"{site}/book/{chapter}.html")
+    root = page.locator("div.int4ref-static-explorer").first
+    assert root.count() == 1, f"no static explorer on {chapter}.html"
+    controls = root.locator("input[type=range], select")
+    assert controls.count() >= 1
+
+    def state():
+        view = root.locator(".int4ref-view").first
+        shown = view.get_attribute("src") or view.inner_html()
+        return shown[-96:], view.get_attribute("alt"), root.locator("table.int4ref-numbers").inner_text()
+
+    for k in range(controls.count()):
+        ctl = controls.nth(k)
+        tag = ctl.evaluate("(el) => el.tagName")
+        values = ([o.get_attribute("value") for o in ctl.locator("option").all()] if tag == "SELECT"
+                  else [str(v) for v in range(int(ctl.get_attribute("min") or 0), int(ctl.get_attribute("max")) + 1)])
+        assert len(values) >= 2, f"{chapter}: control {k} offers one state"
+        start = ctl.evaluate("(el) => el.value")
+        seen = set()
+        for v in values:
+            ctl.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); "
+                         "el.dispatchEvent(new Event('change')); }", v)
+            seen.add(state())
+        assert len(seen) >= 2, f"{chapter}: moving control {k} changes nothing on the page"
+        ctl.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('change')); }", start)
+    img = root.locator("img.int4ref-view")
+    if img.count():
+        assert page.evaluate("(el) => el.complete && el.naturalWidth > 0", img.first.element_handle())
+    assert not problems, problems
+    page.close()
+
+
 # A reader must never see a Python error where the book meant to show a result. Output that
 # an error message is the point of (int4ref's own "bad input" messages) is printed by the
 # chapters without the exception's class name, so nothing legitimate matches these.

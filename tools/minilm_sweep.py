@@ -122,7 +122,7 @@ def main(argv=None):
     result = {
         "description": ("all-MiniLM-L6-v2, all 36 linear layers quantized; docstring retrieval "
                         "(summary -> body) and embedding fidelity vs float32. See tools/minilm_sweep.py, "
-                        "int4ref/modelquant.py and int4ref/evaluate.py."),
+                        "int4ref/model/modelquant.py and int4ref/model/evaluate.py."),
         "schema": {"rows": ("method, calibration (sequential|float|null), format, group_size, bits_per_weight, "
                             "recall_at_1, mrr, mean_cos, min_cos, ranks (rank of the right document for each "
                             "query, in corpus order), calib_time_s, quant_time_s, eval_time_s, load_1min")},

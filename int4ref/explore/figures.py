@@ -9,7 +9,10 @@ production function does (same codes), so that the picture is what the code does
 * the nibble layouts of bitsandbytes, GGML, GPTQ and AWQ side by side (:func:`layout_maps`,
   :func:`packing_layouts`): the packing chapter. :func:`layout_maps` finds where each element
   lands by packing probes with :mod:`int4ref.packing` (one nonzero code at a time), so the
-  picture shows what the packing code does rather than restating the rule.
+  picture shows what the packing code does rather than restating the rule;
+* Q4_K's search for a sub-block's scale and minimum (:func:`q4_k_search`,
+  :func:`q4_k_search_figure`): the super-blocks chapter. The replay's codes are checked
+  against the bytes int4ref's Q4_K quantizer stores (:func:`q4_k_search_stored_codes`).
 
 Every figure is a :class:`matplotlib.figure.Figure` built without pyplot, with its text
 description for screen readers in ``fig.int4ref_alt`` (read by :func:`int4ref.explore.viz.alt_text`
@@ -37,7 +40,9 @@ from ..gptq import (
 from . import viz
 
 __all__ = ["GPTQSweepState", "gptq_sweep", "gptq_sweep_alt", "gptq_sweep_figure",
-           "BYTE_LAYOUTS", "WORD_LAYOUTS", "byte_slots", "word_slots", "layout_maps", "packing_layouts"]
+           "BYTE_LAYOUTS", "WORD_LAYOUTS", "byte_slots", "word_slots", "layout_maps", "packing_layouts",
+           "Q4_K_SEARCH", "Q4KSearch", "q4_k_search", "q4_k_search_stored_codes", "q4_k_six_bit", "q4_k_search_alt",
+           "q4_k_search_figure"]
 
 f32 = np.float32
 
@@ -369,3 +374,282 @@ def packing_layouts(maps: dict | None = None) -> Figure:
     fig.int4ref_alt = ("Four rows of nibble cells, each labelled with the element it holds. " + "; ".join(parts) + ".")
     fig.int4ref_maps = maps
     return fig
+
+
+# --- the superblocks chapter: Q4_K's search for a sub-block's scale and min -----------------
+
+# make_qkx2_quants / make_qkx3_quants as ggml's quantize_q4_K calls them for a sub-block of 32:
+# (nmax, rmin, rdelta, nstep); candidate k divides nmax + rmin + rdelta * k by the range, k = 0..nstep.
+Q4_K_SEARCH = {False: (15, -1.0, 0.1, 20), True: (15, -0.9, 0.05, 36)}   # keyed by "with an imatrix"
+_Q4K_SUB, _Q4K_SUPER = 32, 256
+_MAGIC = f32(12582912.0)   # ggml's nearest_int: add 1.5 * 2**23 and read the low mantissa bits
+
+
+def _ggml_nearest_int(v) -> np.ndarray:
+    """ggml's ``nearest_int`` on float32 (round half to even in its range) -> int64."""
+    with np.errstate(all="ignore"):
+        s = np.asarray(v, dtype=f32) + _MAGIC
+    return ((s.view(np.int32) & 0x007FFFFF) - 0x00400000).astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class Q4KSearch:
+    """One run of the search ggml's Q4_K quantizer makes for a sub-block's scale and min
+    (see :func:`q4_k_search`). float32 scalars and arrays; mins as the C keeps them, ``<= 0``
+    (Q4_K stores ``-min``).
+
+    * ``values``, ``weights``: (32,) the sub-block and the weight of each value in the error.
+    * ``imatrix``: whether the weights came from an importance matrix (``make_qkx3_quants``,
+      37 candidates) or not (``make_qkx2_quants``, 21 candidates).
+    * ``start_scale``, ``start_min``, ``start_codes`` (32,) int64, ``start_error``: the plain
+      fit the search starts from (min = the smallest value but at most 0, scale = range / 15,
+      codes rounded).
+    * ``steps`` (k,): candidate k's numerator ``nmax + rmin + rdelta * k`` (its ``1/scale``
+      times the range ``max - min``, the min as it stood when candidate k was tried);
+      ``iscales`` (k,) its ``1/scale``; ``scales``, ``mins`` (k,): the weighted least-squares
+      fit of the codes it implies (``codes``, (k, 32) int64); ``errors`` (k,): that fit's
+      weighted squared error. NaN where the fit is singular (the C skips the candidate).
+    * ``chosen``: the index of the candidate kept, or -1 when none beat the start; ``scale``,
+      ``min``, ``best_codes`` (32,): what the search returns.
+    """
+
+    values: np.ndarray
+    weights: np.ndarray
+    imatrix: bool
+    start_scale: np.float32
+    start_min: np.float32
+    start_codes: np.ndarray
+    start_error: np.float32
+    steps: np.ndarray
+    iscales: np.ndarray
+    scales: np.ndarray
+    mins: np.ndarray
+    codes: np.ndarray
+    errors: np.ndarray
+    chosen: int
+    scale: np.float32
+    min: np.float32
+    best_codes: np.ndarray
+
+    @property
+    def best_error(self) -> np.float32:
+        """The weighted squared error of what the search returns."""
+        return self.start_error if self.chosen < 0 else self.errors[self.chosen]
+
+
+def _q4_k_block_input(super_block, sub_block, imatrix):
+    x = np.asarray(super_block)
+    if x.shape != (_Q4K_SUPER,) or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"super_block must be a float array of shape (256,), got {x.dtype} {x.shape}")
+    x = x.astype(f32)
+    if not np.isfinite(x).all():
+        raise ValueError("super_block holds NaN or Inf values")
+    if isinstance(sub_block, bool) or not isinstance(sub_block, (int, np.integer)) or not 0 <= sub_block < 8:
+        raise ValueError(f"sub_block must be an index in 0..7, got {sub_block!r}")
+    if imatrix is not None:
+        imatrix = np.asarray(imatrix)
+        if imatrix.shape != (_Q4K_SUPER,) or not np.isfinite(imatrix).all() or (imatrix < 0).any():
+            raise ValueError(f"imatrix must hold 256 finite values >= 0 (the super-block's columns), "
+                             f"got shape {imatrix.shape}")
+        imatrix = imatrix.astype(f32)
+    return x, int(sub_block), imatrix
+
+
+def _q4_k_weights(x, j, imatrix):
+    """The weights ggml's quantize_row_q4_K_ref (no imatrix) or quantize_row_q4_K_impl gives
+    sub-block ``j`` of the float32 super-block ``x``: (32,) float32, sums in C order."""
+    xs = x[_Q4K_SUB * j: _Q4K_SUB * (j + 1)]
+    if imatrix is None:
+        sum_x2 = f32(0)
+        for v in xs:
+            sum_x2 = f32(sum_x2 + v * v)
+        return np.sqrt(f32(sum_x2 / f32(_Q4K_SUB))) + np.abs(xs)
+    sum_x2 = f32(0)
+    for v in x:
+        sum_x2 = f32(sum_x2 + v * v)
+    sigma2 = f32(f32(2) * sum_x2 / f32(_Q4K_SUPER))
+    return imatrix[_Q4K_SUB * j: _Q4K_SUB * (j + 1)] * np.sqrt(sigma2 + xs * xs)
+
+
+def _weighted_error(weights, scale, mn, codes, x):
+    total = f32(0)
+    for w, q, v in zip(weights, codes.astype(f32), x):
+        diff = f32(f32(scale * q + mn) - v)
+        total = f32(total + w * f32(diff * diff))
+    return total
+
+
+def q4_k_search(super_block, sub_block: int, imatrix=None) -> Q4KSearch:
+    """Replay, candidate by candidate, the search ggml's Q4_K quantizer runs for the scale and
+    min of sub-block ``sub_block`` (0..7) of ``super_block`` ((256,) floats, taken as float32).
+
+    Without ``imatrix`` this is ``make_qkx2_quants`` with weights ``rms + |x|`` (what
+    ``quantize_row_q4_K_ref`` runs); with ``imatrix`` ((256,) values >= 0, the importance of
+    the super-block's columns) ``make_qkx3_quants`` with weights ``imatrix * sqrt(sigma2 + x**2)``
+    (``quantize_row_q4_K_impl``). float32 in the C's order of operations, so the result is the
+    C's bit for bit: the candidate kept is the first with the least error (a later candidate
+    must be strictly better to replace it). As in the C, a better candidate also moves the
+    min from which the next candidates' ranges and codes are computed. Checked against
+    int4ref's quantizer with :func:`q4_k_search_stored_codes`. Returns a :class:`Q4KSearch`.
+    """
+    x_all, j, qw = _q4_k_block_input(super_block, sub_block, imatrix)
+    x = x_all[_Q4K_SUB * j: _Q4K_SUB * (j + 1)]
+    weights = _q4_k_weights(x_all, j, qw).astype(f32)
+    nmax, rmin, rdelta, nstep = Q4_K_SEARCH[qw is not None]
+    with np.errstate(all="ignore"):
+        sum_w, sum_x = weights[0], f32(weights[0] * x[0])
+        for w, v in zip(weights[1:], x[1:]):
+            sum_w, sum_x = f32(sum_w + w), f32(sum_x + w * v)
+        lo, hi = f32(min(x.min(), 0)), x.max()
+        n_cand = nstep + 1
+        nan = np.full(n_cand, np.nan, dtype=f32)
+        steps = np.array([f32(f32(rmin) + f32(rdelta) * f32(k)) + f32(nmax) for k in range(n_cand)], dtype=f32)
+        if (hi <= lo) if qw is not None else (hi == lo):   # flat: the C returns scale 0 and codes 0
+            zero = np.zeros(_Q4K_SUB, dtype=np.int64)
+            return Q4KSearch(x, weights, qw is not None, f32(0), lo, zero, f32(0), steps, nan.copy(), nan.copy(),
+                             nan.copy(), np.zeros((n_cand, _Q4K_SUB), np.int64), nan.copy(), -1, f32(0), lo, zero)
+
+        def codes(iscale, mn):
+            return np.clip(_ggml_nearest_int(iscale * (x - mn)), 0, nmax)
+
+        iscale = f32(f32(nmax) / f32(hi - lo))
+        start_scale, start_min = f32(f32(1) / iscale), lo
+        start_codes = codes(iscale, lo)
+        best_error = start_error = _weighted_error(weights, start_scale, lo, start_codes, x)
+        scale, mn, best_codes, chosen = start_scale, lo, start_codes, -1
+        iscales, scales, mins, errors = nan.copy(), nan.copy(), nan.copy(), nan.copy()
+        all_codes = np.zeros((n_cand, _Q4K_SUB), dtype=np.int64)
+        for k in range(n_cand):
+            iscales[k] = iscale = f32(steps[k] / f32(hi - mn))
+            all_codes[k] = laux = codes(iscale, mn)
+            sum_l = sum_l2 = sum_xl = f32(0)
+            for w, q, v in zip(weights, laux.astype(f32), x):
+                wl = f32(w * q)
+                sum_l, sum_l2, sum_xl = f32(sum_l + wl), f32(sum_l2 + wl * q), f32(sum_xl + wl * v)
+            D = f32(sum_w * sum_l2 - sum_l * sum_l)
+            if not D > 0:
+                continue
+            this_scale = f32(f32(sum_w * sum_xl - sum_x * sum_l) / D)
+            this_min = f32(f32(sum_l2 * sum_x - sum_l * sum_xl) / D)
+            if this_min > 0:
+                this_min, this_scale = f32(0), f32(sum_xl / sum_l2)
+            scales[k], mins[k] = this_scale, this_min
+            errors[k] = _weighted_error(weights, this_scale, this_min, laux, x)
+            if errors[k] < best_error:
+                best_error, scale, mn, best_codes, chosen = errors[k], this_scale, this_min, laux, k
+    return Q4KSearch(x, weights, qw is not None, start_scale, start_min, start_codes, start_error, steps, iscales,
+                     scales, mins, all_codes, errors, chosen, scale, mn, best_codes)
+
+
+def q4_k_search_stored_codes(super_block, sub_block: int, imatrix=None) -> tuple[np.ndarray, np.ndarray]:
+    """The 32 codes int4ref's Q4_K quantizer keeps from its search for sub-block ``sub_block``
+    of ``super_block``, read from its bytes: ``(codes (32,) int64, probe (256,) float32)``.
+
+    Q4_K recomputes every code from the stored 6-bit scale and min, except in a sub-block
+    whose stored scale ``d * sc_j`` is 0, which keeps the codes of its search (ggml does the
+    same). So the sub-block is quantized inside a *probe* super-block whose other seven
+    sub-blocks are it times 1024 (exact in float32): their scales are 1024 times larger, its
+    6-bit scale and min round to 0, and its codes in the bytes are the search's. Without an
+    importance matrix a sub-block's search depends on its own 32 values only, so the probe's
+    search of that sub-block is the real super-block's; with one, the weights depend on the
+    whole super-block, and the codes are those of the probe's search (compare them with
+    :func:`q4_k_search` of ``probe``). A ``RuntimeError`` says when the probe fails (the
+    sub-block's stored scale is not 0). An all-zero sub-block gives codes 0, as the search does.
+    """
+    from ..interop import gguf  # imported here: the other figures do not need the GGUF code
+    from ..interop.gguf import q4_k
+
+    x, j, qw = _q4_k_block_input(super_block, sub_block, imatrix)
+    sub = x[_Q4K_SUB * j: _Q4K_SUB * (j + 1)]
+    probe = np.tile(sub * f32(1024), 8)
+    probe[_Q4K_SUB * j: _Q4K_SUB * (j + 1)] = sub
+    qw_probe = None if qw is None else np.tile(qw[_Q4K_SUB * j: _Q4K_SUB * (j + 1)], 8)
+    block = gguf.quantize(probe, "Q4_K", imatrix=qw_probe)
+    rec = block.view(gguf.block_type("Q4_K").block_dtype)[0]
+    sc, _ = q4_k.unpack_scales_mins(rec["scales"][None])
+    if np.float32(rec["d"]) * f32(sc[0, j]) != 0:
+        raise RuntimeError(f"the probe left sub-block {j} a stored 6-bit scale of {sc[0, j]}, not 0: its codes "
+                           "are recomputed from that scale and are not the search's")
+    qs = rec["qs"][_Q4K_SUB * (j // 2): _Q4K_SUB * (j // 2 + 1)]
+    codes = (qs >> 4) if j % 2 else (qs & 0xF)
+    return codes.astype(np.int64), probe
+
+
+def q4_k_six_bit(scales, mins) -> tuple[np.float16, np.float16, np.ndarray, np.ndarray]:
+    """The 6-bit step of ggml's ``quantize_row_q4_K_ref`` (no importance matrix): the 8 float
+    scales and 8 mins (``-min >= 0``) of a super-block, float32 (8,) -> ``(d, dmin, sc, m)``:
+    float16 super-scales ``max / 63`` and the uint8 (8,) codes ``min(63, nearest_int(63 * v / max))``."""
+    scales, mins = np.asarray(scales, dtype=f32), np.asarray(mins, dtype=f32)
+    max_scale, max_min = max(f32(0), scales.max()), max(f32(0), mins.max())
+    inv_scale = f32(63) / max_scale if max_scale > 0 else f32(0)
+    inv_min = f32(63) / max_min if max_min > 0 else f32(0)
+    sc = np.minimum(63, _ggml_nearest_int(inv_scale * scales) & 0xFF).astype(np.uint8)
+    m = np.minimum(63, _ggml_nearest_int(inv_min * mins) & 0xFF).astype(np.uint8)
+    return np.float16(max_scale / f32(63)), np.float16(max_min / f32(63)), sc, m
+
+
+def q4_k_search_alt(search: Q4KSearch, source: str = "") -> str:
+    """The text description of :func:`q4_k_search_figure`, from the same numbers."""
+    n = len(search.steps)
+    tried = np.isfinite(search.errors)
+    kind = ("weights from an importance matrix" if search.imatrix else "weights root mean square plus |x|")
+    parts = [f"Two panels about one sub-block of 32 values{' (' + source + ')' if source else ''}, "
+             f"{kind}. Left: the weighted squared error of each of the {n} candidate scales Q4_K's "
+             f"quantizer tries, against the candidate's 1/scale times the range, from {search.steps[0]:.2f} to "
+             f"{search.steps[-1]:.2f}"]
+    if tried.any():
+        parts[0] += (f"; errors from {search.errors[tried].min():.3g} to {search.errors[tried].max():.3g}."
+                     + (f" {n - int(tried.sum())} candidates have no fit and are not drawn." if tried.sum() < n
+                        else ""))
+    else:
+        parts[0] += ": none has a fit (the sub-block is flat), so none is drawn."
+    parts.append(f"A dashed line marks the plain min/max fit it starts from, error {search.start_error:.3g}.")
+    if search.chosen >= 0:
+        parts.append(f"The candidate kept, number {search.chosen + 1} at {search.steps[search.chosen]:.2f}, is "
+                     f"circled: error {search.best_error:.3g}, {100 * (1 - search.best_error / search.start_error):.0f}"
+                     f"% below the start; scale {search.scale:.3g} instead of {search.start_scale:.3g}, "
+                     f"min {search.min:.3g} instead of {search.start_min:.3g}.")
+    else:
+        parts.append("No candidate beats the start, which is kept.")
+    parts.append(f"Right: the 32 values, from {search.values.min():.3g} to {search.values.max():.3g}, with the 16 "
+                 "levels of the start (dashed lines) and of the candidate kept (solid lines).")
+    return " ".join(parts)
+
+
+def q4_k_search_figure(search: Q4KSearch, source: str = "", *, figsize=(11.0, 4.0)) -> Figure:
+    """Q4_K's search for one sub-block: left, the weighted squared error of every candidate
+    against its step (the start, dashed, and the candidate kept, circled); right, the
+    sub-block's values with the 16 levels ``scale * q + min`` of the start (dashed) and of
+    the candidate kept (solid). ``source`` names where the values come from (alt text).
+    The alt text is :func:`q4_k_search_alt`."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax_err, ax_val = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
+    tried = np.isfinite(search.errors)
+    ax_err.plot(search.steps[tried], search.errors[tried], "o-", color=_BLUE, markersize=4, lw=1,
+                label=f"{len(search.steps)} candidates")
+    ax_err.axhline(search.start_error, color="0.3", ls="--", lw=1, label="start: plain min/max fit")
+    ax_err.plot([15], [search.start_error], "s", color="0.3", markersize=6)
+    if search.chosen >= 0:
+        ax_err.plot([search.steps[search.chosen]], [search.best_error], "o", ms=13, mfc="none", mec=_ORANGE,
+                    mew=2, label="kept: least error")
+    ax_err.set_title("the error of each candidate", fontsize=10)
+    ax_err.set_xlabel("candidate: 1/scale times the range (max - min)")
+    ax_err.set_ylabel("weighted squared error")
+    ax_err.legend(fontsize=8, loc="upper center", frameon=False)
+    for side in ("top", "right"):
+        ax_err.spines[side].set_visible(False)
+    levels = np.arange(16, dtype=f32)
+    for scale, mn, style, color, label in ((search.start_scale, search.start_min, "--", "0.45", "the start"),
+                                           (search.scale, search.min, "-", _ORANGE, "the candidate kept")):
+        for i, lev in enumerate(scale * levels + mn):
+            ax_val.axhline(lev, color=color, ls=style, lw=0.8, label=f"levels of {label}" if i == 0 else None)
+    ax_val.plot(np.arange(len(search.values)), search.values, "o", color=_BLUE, ms=4, label="values")
+    ax_val.set_title("the sub-block's values and the 16 levels", fontsize=10)
+    ax_val.set_xlabel("position in the sub-block")
+    ax_val.set_ylabel("value")
+    ax_val.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    for side in ("top", "right"):
+        ax_val.spines[side].set_visible(False)
+    fig.int4ref_alt = q4_k_search_alt(search, source)
+    return fig
+

